@@ -1,0 +1,33 @@
+"""Datasette hook implementations: each a few lines over the modules that do the work."""
+from datasette import hookimpl
+
+from . import sql
+from .cli import register as register_cli
+from .store import ExtensionUnavailable, load_sqlite_vec
+
+
+@hookimpl
+def prepare_connection(conn):
+    try:
+        load_sqlite_vec(conn)
+    except ExtensionUnavailable:
+        # startup() reports it once; the SQL functions still register and explain.
+        pass
+    sql.register_functions(conn)
+
+
+@hookimpl
+def register_commands(cli):
+    register_cli(cli)
+
+
+@hookimpl
+def startup(datasette):
+    from datasette.utils.sqlite import sqlite3
+
+    try:
+        load_sqlite_vec(sqlite3.connect(":memory:"))
+    except ExtensionUnavailable as e:
+        import sys
+
+        print(f"datasette-imgsim: {e}", file=sys.stderr)

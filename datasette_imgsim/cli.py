@@ -1,0 +1,156 @@
+"""`datasette imgsim ...` commands: thin over source, indexer, search and store."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .images import ImageError, read_source
+from .indexer import Indexer
+from .plugins import UnknownMethod, get_method, get_methods
+from .search import SearchError, similar_to_image
+from .source import SourceError, count_rows, default_root, describe_source
+from .store import ExtensionUnavailable, NotFound, Store, connect, quote_identifier
+
+DEFAULT_METHOD = "histogram"
+
+
+def open_db(path: str, readonly: bool = False):
+    if not Path(path).exists():
+        raise click.ClickException(f"database file not found: {path}")
+    try:
+        return connect(path, readonly=readonly)
+    except ExtensionUnavailable as e:
+        raise click.ClickException(str(e)) from None
+
+
+def register(cli: click.Group) -> None:
+    @cli.group()
+    def imgsim():
+        "Image similarity: index images in a table, search them, report status"
+
+    @imgsim.command()
+    @click.argument("database", type=click.Path(dir_okay=False))
+    @click.option("--table", required=True, help="Table or view with one image per row")
+    @click.option("--column", required=True, help="Column holding a file path or the image bytes")
+    @click.option("--method", "methods", multiple=True,
+                  help=f"Feature method, repeatable (default: {DEFAULT_METHOD})")
+    @click.option("--metric", type=click.Choice(["cosine", "l2", "l1"]),
+                  help="Distance for float methods (default: each method's own)")
+    @click.option("--root", type=click.Path(file_okay=False),
+                  help="Directory relative paths are resolved against (default: the database's)")
+    @click.option("--pk", help="Column that identifies rows (default: the primary key or rowid)")
+    @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+                  show_default=True, help="Parallel worker processes")
+    def index(database, table, column, methods, metric, root, pk, workers):
+        """Extract image features for every row of TABLE into sqlite-vec indexes.
+
+        Incremental: a re-run processes only new or changed rows and drops
+        vectors of deleted rows; a killed run continues where it stopped.
+        """
+        conn = open_db(database)
+        try:
+            methods = [get_method(name) for name in (methods or [DEFAULT_METHOD])]
+            source = describe_source(conn, table, column, pk)
+        except (UnknownMethod, SourceError) as e:
+            raise click.ClickException(str(e)) from None
+        root = str(Path(root).resolve()) if root else default_root(database)
+        store = Store(conn)
+        specs = []
+        for method in methods:
+            chosen = metric if (metric and method.element_type == "float") else method.metric
+            if chosen not in method.metrics:
+                raise click.ClickException(f"{method.name} does not support metric {chosen!r}")
+            spec, note = store.create_index(table, column, source.pk, root, method.name, chosen,
+                                            method.dims, method.element_type)
+            if note:
+                click.echo(f"{method.name}: {note}", err=True)
+            specs.append(spec)
+        total = count_rows(conn, source)
+        label = f"Indexing {table} ({', '.join(m.name for m in methods)})"
+        with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                               item_show_func=lambda s: s) as bar:
+            started = time.monotonic()
+            done = [0]
+
+            def progress(n):
+                done[0] += n
+                rate = done[0] / max(time.monotonic() - started, 1e-6)
+                bar.update(n, f"{rate:.1f} img/s")
+
+            summary = Indexer(conn, store, source, root, specs, workers, progress).run()
+        click.echo(
+            f"{summary.indexed} indexed, {summary.unchanged} unchanged, {summary.removed} removed, "
+            f"{summary.failed} failed, {summary.empty} without image "
+            f"in {summary.seconds:.1f}s ({summary.rate:.1f} images/s)"
+        )
+        for pk_value, message in summary.errors[:10]:
+            click.echo(f"  error: {table} {pk_value!r}: {message}", err=True)
+        if summary.failed > 10:
+            click.echo(f"  ... all errors: select * from _imgsim_errors", err=True)
+        if summary.interrupted:
+            click.echo("Interrupted: run the same command again to continue.", err=True)
+            sys.exit(130)
+
+    @imgsim.command()
+    @click.argument("database", type=click.Path(dir_okay=False))
+    @click.argument("image", type=click.Path(dir_okay=False))
+    @click.option("--table", required=True)
+    @click.option("--method", help="Index to search (default: the table's default index)")
+    @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON")
+    def search(database, image, table, method, k, as_json):
+        """Print the rows of TABLE whose images are nearest to IMAGE."""
+        conn = open_db(database, readonly=True)
+        store = Store(conn)
+        try:
+            spec, results = similar_to_image(store, table, read_source(image), k, method)
+        except (NotFound, SearchError, ImageError, UnknownMethod) as e:
+            raise click.ClickException(str(e)) from None
+        pk = "rowid" if spec.pk == "rowid" else quote_identifier(spec.pk)
+        for result in results:
+            row = conn.execute(
+                f"select {quote_identifier(spec.column)} from {quote_identifier(spec.table)} "
+                f"where {pk} = ?", (result["pk"],)).fetchone()
+            value = row[0] if row else None
+            result["image"] = f"<{len(value)} byte BLOB>" if isinstance(value, bytes) else value
+        if as_json:
+            click.echo(json.dumps({"table": table, "method": spec.method, "metric": spec.metric,
+                                   "results": results}, indent=2))
+            return
+        for result in results:
+            click.echo(f"{result['pk']}\t{result['distance']:.4f}\t{result['image']}")
+
+    @imgsim.command()
+    @click.argument("database", type=click.Path(dir_okay=False))
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON")
+    def status(database, as_json):
+        """List the image indexes in DATABASE with their row and error counts."""
+        store = Store(open_db(database, readonly=True))
+        rows = []
+        for spec in store.indexes():
+            rows.append({"table": spec.table, "column": spec.column, "method": spec.method,
+                         "metric": spec.metric, "dims": spec.dims, **store.counts(spec),
+                         "root": spec.root, "updated": spec.updated_at})
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            click.echo("No image indexes. Create one with: datasette imgsim index DB --table T --column C")
+            return
+        headers = ["table", "column", "method", "metric", "dims", "indexed", "errors", "updated"]
+        cells = [[str(r[h]) for h in headers] for r in rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+        for line in [headers] + cells:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+
+    @imgsim.command()
+    def methods():
+        """List the available feature methods."""
+        for method in get_methods().values():
+            click.echo(f"{method.name:<10} {method.element_type}[{method.dims}] "
+                       f"{method.metric:<8} {method.description}")

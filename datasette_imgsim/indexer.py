@@ -1,0 +1,254 @@
+"""The incremental, resumable, parallel indexing pipeline: source rows -> pixels -> vectors -> store."""
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .images import ImageError, load_image
+from .methods.base import Method
+from .plugins import get_method
+from .source import SourceTable, fingerprint, iter_rows
+from .store import IndexSpec, ItemResult, Store
+
+# Rows are written in transactions of at most this many rows or this many seconds,
+# so a killed run loses at most one batch and readers never see half of one.
+WRITE_ROWS = 256
+WRITE_SECONDS = 2.0
+
+
+@dataclass
+class Summary:
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    empty: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    errors: list = field(default_factory=list)  # (pk, message), first few
+
+    @property
+    def rate(self) -> float:
+        return self.indexed / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Task:
+    pk: Any
+    source: Any  # bytes or a path
+    fingerprint: str
+    index_ids: tuple  # which indexes need this row
+
+
+def extract_chunk(tasks: Sequence[Task], jobs: Sequence[tuple[int, Method, str]]) -> list:
+    """Worker side: decode each image once at the size its methods need, then run
+    each method over the batch. Returns [(pk, fingerprint, {index_id: (vector, labels) | error})]."""
+    methods = {index_id: (method, metric) for index_id, method, metric in jobs}
+    out = []
+    pixels: list[Optional[np.ndarray]] = []
+    for task in tasks:
+        min_size = max(methods[i][0].min_size for i in task.index_ids)
+        try:
+            if task.fingerprint == "missing":
+                raise ImageError(f"file not found: {task.source}")
+            pixels.append(load_image(task.source, min_size))
+            out.append((task.pk, task.fingerprint, {}))
+        except ImageError as e:
+            pixels.append(None)
+            out.append((task.pk, task.fingerprint, {i: str(e) for i in task.index_ids}))
+        except Exception as e:  # a decoder bug must cost one row, not the run
+            pixels.append(None)
+            out.append((task.pk, task.fingerprint,
+                        {i: f"cannot read image: {e.__class__.__name__}: {e}" for i in task.index_ids}))
+    for index_id, (method, metric) in methods.items():
+        wanted = [n for n, t in enumerate(tasks) if index_id in t.index_ids and pixels[n] is not None]
+        for n, result in zip(wanted, _run_method(method, metric, [pixels[n] for n in wanted])):
+            out[n][2][index_id] = result
+    return out
+
+
+def _run_method(method: Method, metric: str, images: list) -> list:
+    if not images:
+        return []
+    try:
+        return _extract(method, metric, images)
+    except Exception as e:
+        if len(images) > 1:
+            # One bad image must not fail its batch: retry one at a time.
+            return [r for image in images for r in _run_method(method, metric, [image])]
+        return [f"{method.name} failed: {e.__class__.__name__}: {e}"]
+
+
+def _extract(method: Method, metric: str, images: list) -> list:
+    features = method.extract(images)
+    vectors = method.vectors_for(features.vectors, metric)
+    labels = features.labels or [None] * len(images)
+    if len(vectors) != len(images):
+        raise ValueError(f"returned {len(vectors)} vectors for {len(images)} images")
+    return [(vector, label) for vector, label in zip(vectors, labels)]
+
+
+def _init_worker():
+    from .methods import base
+
+    base.threads_per_process = 1
+    try:
+        import cv2
+
+        # One process per core already; OpenCV's own threads would oversubscribe.
+        cv2.setNumThreads(1)
+    except Exception:
+        pass
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int):
+    # A run killed with -9 cannot stop its pool; orphaned workers stop themselves.
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(1)
+
+
+class Indexer:
+    def __init__(self, source_conn, store: Store, source: SourceTable, root: str,
+                 specs: Sequence[IndexSpec], workers: int = 0,
+                 progress: Optional[Callable[[int], None]] = None):
+        self.source_conn = source_conn
+        self.store = store
+        self.source = source
+        self.root = root
+        self.specs = {spec.id: spec for spec in specs}
+        self.workers = workers or os.cpu_count() or 1
+        self.progress = progress or (lambda n: None)
+        methods = [get_method(spec.method) for spec in specs]
+        self.chunk_size = max([m.batch_size for m in methods] + [8])
+        # Methods travel to workers pickled (their functions by reference), so methods a
+        # plugin registered at run time work in fresh worker processes too.
+        self.jobs = tuple((spec.id, method, spec.metric) for spec, method in zip(specs, methods))
+
+    def run(self) -> Summary:
+        summary = Summary()
+        started = time.monotonic()
+        known = {spec_id: self.store.fingerprints(spec) for spec_id, spec in self.specs.items()}
+        seen: set = set()
+        pending: list[tuple] = []
+        last_write = [time.monotonic()]
+
+        def flush(force=False):
+            if not pending or (not force and len(pending) < WRITE_ROWS
+                               and time.monotonic() - last_write[0] < WRITE_SECONDS):
+                return
+            self._write(pending, summary)
+            pending.clear()
+            last_write[0] = time.monotonic()
+
+        def collect(chunk_result):
+            pending.extend(chunk_result)
+            self.progress(len(chunk_result))
+            flush()
+
+        executor = self._executor()
+        in_flight: collections.deque[Future] = collections.deque()
+        chunk: list[Task] = []
+
+        def submit(tasks):
+            if executor is None:
+                collect(extract_chunk(tasks, self.jobs))
+                return
+            in_flight.append(executor.submit(extract_chunk, tasks, self.jobs))
+            # Bounded read-ahead: memory stays flat however large the table.
+            while len(in_flight) >= self.workers * 3:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in [f for f in in_flight if f in done]:
+                    in_flight.remove(future)
+                    collect(future.result())
+
+        try:
+            for pk, value in iter_rows(self.source_conn, self.source):
+                print_, source = fingerprint(value, self.root)
+                if print_ is None:
+                    # No image (NULL or empty): a vector it had before is removed below.
+                    summary.empty += 1
+                    self.progress(1)
+                    continue
+                seen.add(pk)
+                needs = tuple(i for i in self.specs if known[i].get(pk) != print_)
+                if not needs:
+                    summary.unchanged += 1
+                    self.progress(1)
+                    continue
+                chunk.append(Task(pk, source, print_, needs))
+                if len(chunk) >= self.chunk_size:
+                    submit(chunk)
+                    chunk = []
+            if chunk:
+                submit(chunk)
+            for future in in_flight:
+                collect(future.result())
+            in_flight.clear()
+            flush(force=True)
+            summary.removed = self._remove_missing(known, seen)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            for future in in_flight:
+                future.cancel()
+            for future in in_flight:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    pending.extend(future.result())
+            flush(force=True)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=not summary.interrupted, cancel_futures=True)
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def _executor(self):
+        if self.workers <= 1:
+            return None
+        # Never plain fork: a parent that has run OpenCV or onnxruntime holds thread pools
+        # whose locks a forked child inherits mid-use and deadlocks on.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["datasette_imgsim.indexer"])
+        else:
+            context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
+
+    def _write(self, rows: list, summary: Summary) -> None:
+        by_index: dict[int, list[ItemResult]] = collections.defaultdict(list)
+        for pk, print_, results in rows:
+            failed = False
+            for index_id, result in results.items():
+                if isinstance(result, str):
+                    if not failed and len(summary.errors) < 20:
+                        summary.errors.append((pk, result))
+                    failed = True
+                    by_index[index_id].append(ItemResult(pk, print_, error=result))
+                else:
+                    vector, labels = result
+                    by_index[index_id].append(ItemResult(pk, print_, vector, labels))
+            if failed:
+                summary.failed += 1
+            else:
+                summary.indexed += 1
+        with self.store.conn:
+            for index_id, results in by_index.items():
+                self.store.write(self.specs[index_id], results)
+                self.store.touch(self.specs[index_id])
+
+    def _remove_missing(self, known: dict, seen: set) -> int:
+        removed = set()
+        with self.store.conn:
+            for index_id, prints in known.items():
+                gone = [pk for pk in prints if pk not in seen]
+                self.store.delete(self.specs[index_id], gone)
+                removed.update(gone)
+        return len(removed)

@@ -1,0 +1,59 @@
+"""Nearest-neighbour queries over an index: by a row's stored vector or by new image bytes."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .images import load_image
+from .plugins import get_method
+from .store import MAX_K, IndexSpec, NotFound, Store
+
+DEFAULT_K = 10
+
+
+class SearchError(ValueError):
+    """Bad arguments to a search; the message is for the user."""
+
+
+def parse_k(k: Any, default: int = DEFAULT_K) -> int:
+    if k is None or k == "":
+        return default
+    try:
+        value = int(k)
+        if isinstance(k, float) and k != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SearchError(f"k must be a whole number, not {k!r}") from None
+    if value < 1:
+        raise SearchError(f"k must be at least 1, not {value}")
+    return min(value, MAX_K)
+
+
+def similar_to_row(store: Store, table: str, pk: Any, k: Any = None,
+                   method: Optional[str] = None) -> tuple[IndexSpec, list[dict]]:
+    """The k rows nearest to row pk, nearest first, without the row itself."""
+    k = parse_k(k)
+    spec = store.index(table, method)
+    item_id = store.item_id(spec, pk)
+    if item_id is None:
+        raise NotFound(f"row {pk!r} of {table!r} is not in the {spec.method!r} index")
+    vector = store.vector(spec, item_id)
+    neighbours = store.knn(spec, vector, k + 1)
+    results = [{"pk": p, "distance": d} for p, d, i in neighbours if i != item_id]
+    return spec, results[:k]
+
+
+def embed_image(spec: IndexSpec, data: bytes) -> bytes:
+    """An image's vector as the index stores it (ImageError if it is not an image)."""
+    method = get_method(spec.method)
+    pixels = load_image(data, method.min_size)
+    features = method.extract([pixels])
+    return method.vectors_for(features.vectors, spec.metric)[0].tobytes()
+
+
+def similar_to_image(store: Store, table: str, data: bytes, k: Any = None,
+                     method: Optional[str] = None) -> tuple[IndexSpec, list[dict]]:
+    """The k rows nearest to an image given as bytes (it need not be in the database)."""
+    k = parse_k(k)
+    spec = store.index(table, method)
+    vector = embed_image(spec, data)
+    return spec, [{"pk": p, "distance": d} for p, d, _ in store.knn(spec, vector, k)]

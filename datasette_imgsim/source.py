@@ -1,0 +1,111 @@
+"""The user's table: validate names, find the key, read (pk, image) rows, fingerprint them."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from .images import resolve_path
+from .store import quote_identifier
+
+
+class SourceError(ValueError):
+    """A table, column or key the user named that cannot be used; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    table: str
+    column: str
+    pk: str  # a column name, or "rowid"
+    is_view: bool
+
+    def select_sql(self, extra_where: str = "") -> str:
+        pk = "rowid" if self.pk == "rowid" else quote_identifier(self.pk)
+        return (
+            f"select {pk}, {quote_identifier(self.column)} from {quote_identifier(self.table)}"
+            + (f" where {extra_where}" if extra_where else "")
+        )
+
+    def row_sql(self) -> str:
+        pk = "rowid" if self.pk == "rowid" else quote_identifier(self.pk)
+        return self.select_sql(f"{pk} = ?")
+
+
+def describe_source(conn, table: str, column: str, pk: Optional[str] = None) -> SourceTable:
+    """Check that table and column exist and work out the key column."""
+    row = conn.execute(
+        "select type from sqlite_master where name = ? and type in ('table', 'view')", (table,)
+    ).fetchone()
+    if row is None:
+        names = [r[0] for r in conn.execute(
+            "select name from sqlite_master where type in ('table','view') "
+            "and name not like '\\_imgsim\\_%' escape '\\' and name not like 'sqlite_%' order by name")]
+        raise SourceError(
+            f"no table or view named {table!r}" + (f"; tables: {', '.join(names[:20])}" if names else "")
+        )
+    is_view = row[0] == "view"
+    info = conn.execute(f"pragma table_xinfo({quote_identifier(table)})").fetchall()
+    columns = [r[1] for r in info]
+    if column not in columns:
+        raise SourceError(f"table {table!r} has no column {column!r}; columns: {', '.join(columns)}")
+    if pk is not None:
+        if pk != "rowid" and pk not in columns:
+            raise SourceError(f"table {table!r} has no column {pk!r} to use as --pk")
+        if pk == "rowid" and is_view:
+            raise SourceError(f"{table!r} is a view, which has no rowid: name its key with --pk")
+        return SourceTable(table, column, pk, is_view)
+    if is_view:
+        raise SourceError(f"{table!r} is a view: name a column that identifies its rows with --pk")
+    pk_columns = sorted((r[5], r[1]) for r in info if r[5])
+    if len(pk_columns) == 1:
+        return SourceTable(table, column, pk_columns[0][1], False)
+    without_rowid = conn.execute(
+        "select sql like '%without rowid%' from sqlite_master where name = ?", (table,)
+    ).fetchone()[0]
+    if without_rowid:
+        raise SourceError(f"{table!r} has a composite key and no rowid: name one unique column with --pk")
+    return SourceTable(table, column, "rowid", False)
+
+
+def fingerprint(value: Any, root: Union[str, os.PathLike]) -> tuple[Optional[str], Any]:
+    """What identifies this version of a row's image, and the source to load it from.
+
+    Paths: size and modification time (cheap, changes when the file does).
+    BLOBs: a content hash. NULL or empty: (None, None), meaning no image.
+    """
+    if value is None:
+        return None, None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        if not data:
+            return None, None
+        return f"blob:{len(data)}:{hashlib.blake2b(data, digest_size=16).hexdigest()}", data
+    text = str(value).strip()
+    if not text:
+        return None, None
+    path = resolve_path(text, root)
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing", str(path)
+    return f"file:{stat.st_size}:{stat.st_mtime_ns}", str(path)
+
+
+def iter_rows(conn, source: SourceTable, batch: int = 256) -> Iterator[tuple[Any, Any]]:
+    cursor = conn.execute(source.select_sql())
+    while True:
+        rows = cursor.fetchmany(batch)
+        if not rows:
+            return
+        yield from rows
+
+
+def count_rows(conn, source: SourceTable) -> int:
+    return conn.execute(f"select count(*) from {quote_identifier(source.table)}").fetchone()[0]
+
+
+def default_root(db_path: Union[str, os.PathLike]) -> str:
+    return str(Path(db_path).resolve().parent)
