@@ -16,7 +16,7 @@ from .search import SearchError, similar_to_image
 from .source import SourceError, count_rows, default_root, describe_source
 from .store import ExtensionUnavailable, NotFound, Store, connect, quote_identifier
 
-DEFAULT_METHOD = "histogram"
+DEFAULT_METHOD = "cnn"
 
 
 def open_db(path: str, readonly: bool = False):

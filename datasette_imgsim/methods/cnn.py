@@ -1,0 +1,80 @@
+"""The "cnn" method: EfficientNet-Lite0 ImageNet embeddings and top-5 labels.
+
+data/imagenet_labels.txt holds the 1000 ImageNet-1k class names in class-index
+order: for each synset in timm's timm/data/_info/imagenet_synsets.txt, the
+first lemma in timm/data/_info/imagenet_synset_to_lemma.txt (timm 1.0.31 from
+PyPI, Apache-2.0, derived from WordNet). The three classes whose first lemma is
+ambiguous are named "crane (bird)" (134), "crane (machine)" (517) and
+"tank suit" (639).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .base import Features, Method
+
+TOP_K = 5
+LABELS_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "imagenet_labels.txt")
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    with open(LABELS_PATH, encoding="utf-8") as f:
+        labels = tuple(line.strip() for line in f if line.strip())
+    if len(labels) != 1000:
+        raise ValueError(f"{LABELS_PATH} should list 1000 classes, not {len(labels)}")
+    return labels
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def top_labels(logits: np.ndarray, k: int = TOP_K) -> list[list[tuple[str, float]]]:
+    """For each row of logits, the k most probable (label, probability), best first."""
+    labels = imagenet_labels()
+    probabilities = softmax(logits.astype(np.float64))
+    best = np.argsort(-probabilities, axis=1)[:, :k]
+    return [
+        [(labels[i], float(row[i])) for i in indices]
+        for row, indices in zip(probabilities, best)
+    ]
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def extract(images: Sequence[np.ndarray]) -> Features:
+    """Module-level (so a Method holding it pickles by reference); the model is
+    built on first call in each process."""
+    from ..efficientnet import get_model
+
+    embeddings, logits = get_model().run(images)
+    return Features(vectors=l2_normalise(embeddings), labels=top_labels(logits))
+
+
+def cnn_method() -> Method:
+    return Method(
+        name="cnn",
+        dims=1280,
+        element_type="float",
+        metric="cosine",
+        extract=extract,
+        # The network sees the central 224/256 of the shorter side at 224 px,
+        # so a shorter side of 256 loses nothing (images.open_image's reduced
+        # decode keeps the shorter side at least min_size).
+        min_size=256,
+        batch_size=16,
+        description=(
+            "EfficientNet-Lite0 (ImageNet) embedding: what the photo shows, "
+            "robust to cropping, colour and small edits; also stores the top-5 "
+            "ImageNet labels."
+        ),
+    )
