@@ -3,16 +3,18 @@ from datasette import hookimpl
 
 from . import sql
 from .cli import register as register_cli
+from .sidecar import attach_served
 from .store import ExtensionUnavailable, load_sqlite_vec
 
 
 @hookimpl
-def prepare_connection(conn):
+def prepare_connection(conn, database, datasette):
     try:
         load_sqlite_vec(conn)
     except ExtensionUnavailable:
         # startup() reports it once; the SQL functions still register and explain.
         pass
+    attach_served(conn, datasette, database)
     sql.register_functions(conn)
 
 

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -14,6 +15,7 @@ from .indexer import Indexer
 from .plugins import UnknownMethod, get_method, get_methods
 from .search import SearchError, similar_to_image
 from .source import SourceError, count_rows, default_root, describe_source
+from .sidecar import attach, find_sidecar
 from .store import ExtensionUnavailable, NotFound, Store, connect, quote_identifier
 
 DEFAULT_METHOD = "cnn"
@@ -26,6 +28,21 @@ def open_db(path: str, readonly: bool = False):
         return connect(path, readonly=readonly)
     except ExtensionUnavailable as e:
         raise click.ClickException(str(e)) from None
+
+
+def open_index(database: str, index_db: Optional[str] = None):
+    """A read-only connection to DATABASE with its sidecar index attached, if it has one."""
+    conn = open_db(database, readonly=True)
+    sidecar = find_sidecar(database, index_db)
+    if sidecar is not None:
+        if not sidecar.exists():
+            raise click.ClickException(f"index database not found: {sidecar}")
+        attach(conn, sidecar)
+    return conn
+
+
+INDEX_DB_HELP = ("Separate index database file (default: DATABASE's name + -imgsim.db "
+                 "beside it, when that file exists)")
 
 
 def register(cli: click.Group) -> None:
@@ -46,20 +63,32 @@ def register(cli: click.Group) -> None:
     @click.option("--pk", help="Column that identifies rows (default: the primary key or rowid)")
     @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1,
                   show_default=True, help="Parallel worker processes")
-    def index(database, table, column, methods, metric, root, pk, workers):
+    @click.option("--index-db", type=click.Path(dir_okay=False),
+                  help="Keep the index in this database file and never write to DATABASE, "
+                       "for app-owned or read-only databases (default: DATABASE's name + "
+                       "-imgsim.db beside it if that file exists, else DATABASE itself)")
+    def index(database, table, column, methods, metric, root, pk, workers, index_db):
         """Extract image features for every row of TABLE into sqlite-vec indexes.
 
         Incremental: a re-run processes only new or changed rows and drops
         vectors of deleted rows; a killed run continues where it stopped.
         """
-        conn = open_db(database)
+        sidecar = find_sidecar(database, index_db)
+        if sidecar is None:
+            conn = store_conn = open_db(database)
+        else:
+            conn = open_db(database, readonly=True)
+            try:
+                store_conn = connect(str(sidecar))
+            except (ExtensionUnavailable, OSError) as e:
+                raise click.ClickException(f"cannot open index database {sidecar}: {e}") from None
         try:
             methods = [get_method(name) for name in (methods or [DEFAULT_METHOD])]
             source = describe_source(conn, table, column, pk)
         except (UnknownMethod, SourceError) as e:
             raise click.ClickException(str(e)) from None
         root = str(Path(root).resolve()) if root else default_root(database)
-        store = Store(conn)
+        store = Store(store_conn)
         specs = []
         for method in methods:
             chosen = metric if (metric and method.element_type == "float") else method.metric
@@ -103,9 +132,10 @@ def register(cli: click.Group) -> None:
     @click.option("--method", help="Index to search (default: the table's default index)")
     @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON")
-    def search(database, image, table, method, k, as_json):
+    @click.option("--index-db", type=click.Path(dir_okay=False), help=INDEX_DB_HELP)
+    def search(database, image, table, method, k, as_json, index_db):
         """Print the rows of TABLE whose images are nearest to IMAGE."""
-        conn = open_db(database, readonly=True)
+        conn = open_index(database, index_db)
         store = Store(conn)
         try:
             spec, results = similar_to_image(store, table, read_source(image), k, method)
@@ -128,9 +158,10 @@ def register(cli: click.Group) -> None:
     @imgsim.command()
     @click.argument("database", type=click.Path(dir_okay=False))
     @click.option("--json", "as_json", is_flag=True, help="Print JSON")
-    def status(database, as_json):
+    @click.option("--index-db", type=click.Path(dir_okay=False), help=INDEX_DB_HELP)
+    def status(database, as_json, index_db):
         """List the image indexes in DATABASE with their row and error counts."""
-        store = Store(open_db(database, readonly=True))
+        store = Store(open_index(database, index_db))
         rows = []
         for spec in store.indexes():
             rows.append({"table": spec.table, "column": spec.column, "method": spec.method,

@@ -102,13 +102,22 @@ def has_sqlite_vec(conn) -> bool:
         return False
 
 
+def file_uri(path, mode: Optional[str] = None) -> str:
+    """A file: URI for path (URIs let ATTACH open an index database read-only)."""
+    import os
+    from urllib.parse import quote
+
+    uri = "file:" + quote(os.path.abspath(path))
+    return uri + (f"?mode={mode}" if mode else "")
+
+
 def connect(path: str, readonly: bool = False, timeout: float = 30.0):
     """A connection to a database file with sqlite-vec loaded."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
-    else:
-        conn = sqlite3.connect(str(path), timeout=timeout)
+    conn = sqlite3.connect(file_uri(path, "ro" if readonly else None), uri=True, timeout=timeout)
     load_sqlite_vec(conn)
+    if not readonly:
+        # Readers (a Datasette serving this file) keep reading while a run writes.
+        conn.execute("pragma journal_mode = wal")
     return conn
 
 
@@ -177,11 +186,16 @@ class Store:
     # --- schema and index definitions -------------------------------------------------
 
     def has_schema(self) -> bool:
-        return bool(self.conn.execute(
-            "select 1 from sqlite_master where name = '_imgsim_indexes'").fetchone())
+        """Whether an index exists here, in this database or an attached sidecar."""
+        try:
+            self.conn.execute("select 1 from _imgsim_indexes limit 0")
+            return True
+        except sqlite3.OperationalError:
+            return False
 
     def ensure_schema(self) -> None:
-        if not self.has_schema():
+        if not self.conn.execute(
+                "select 1 from main.sqlite_master where name = '_imgsim_indexes'").fetchone():
             self.conn.executescript(SCHEMA)
             self.conn.commit()
 
