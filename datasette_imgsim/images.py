@@ -11,8 +11,9 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-# A 48 MP camera is the largest ordinary photo; panoramas stay well under this.
-MAX_PIXELS = 200_000_000
+# Above the largest cameras (100 MP medium format) yet a bound on what one decode
+# may allocate (a PNG or TIFF decodes at full size: ~450 MB of RGB at this limit).
+MAX_PIXELS = 150_000_000
 # Cap on encoded bytes read from one source, so a stray video or disk image
 # in a photo folder is rejected before it is read into memory.
 MAX_BYTES = 256 * 1024 * 1024
