@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .store import file_uri, quote_identifier
+from .store import INDEX_FINDERS, file_uri, quote_identifier
 
 SUFFIX = "-imgsim.db"
 SCHEMA = "_imgsim_index"
@@ -41,12 +41,24 @@ def attach(conn, path) -> None:
 
 def attach_served(conn, datasette, database: str) -> None:
     """Attach the index database of a database Datasette serves (plugin config
-    `index_db`, or the naming convention), so SQL functions and pages find it."""
+    `index_db`, or the naming convention), so SQL functions and pages find it;
+    one created later (indexing while serving) is attached on first use."""
     db = datasette.databases.get(database)
     path = getattr(db, "path", None)
     if path is None:
         return
     config = datasette.plugin_config("datasette-imgsim", database=database) or {}
-    sidecar = find_sidecar(path, config.get("index_db"))
-    if sidecar is not None and sidecar.exists() and Path(sidecar).resolve() != Path(path).resolve():
-        attach(conn, sidecar)
+    main_file = str(Path(path).resolve())
+
+    def attach_if_present(connection) -> bool:
+        files = {row[1]: row[2] for row in connection.execute("pragma database_list")}
+        if SCHEMA in files or str(Path(files.get("main") or "").resolve()) != main_file:
+            return False
+        sidecar = find_sidecar(path, config.get("index_db"))
+        if sidecar is None or not sidecar.exists() or sidecar.resolve() == Path(main_file):
+            return False
+        attach(connection, sidecar)
+        return True
+
+    attach_if_present(conn)
+    INDEX_FINDERS[id(conn)] = attach_if_present

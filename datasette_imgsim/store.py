@@ -177,6 +177,12 @@ def _vec_column(spec_element_type: str, dims: int, metric: str) -> str:
     return f"embedding float[{dims}] distance_metric={metric}"
 
 
+# Per open connection (by id): a callable that attaches an index database created
+# after the connection was opened (a sidecar indexed while Datasette serves the
+# photos) and says whether it did. Connections cannot carry attributes or weakrefs.
+INDEX_FINDERS: dict[int, Any] = {}
+
+
 class Store:
     """Reads and writes one database's _imgsim_ tables; the connection has sqlite-vec loaded."""
 
@@ -187,11 +193,15 @@ class Store:
 
     def has_schema(self) -> bool:
         """Whether an index exists here, in this database or an attached sidecar."""
-        try:
-            self.conn.execute("select 1 from _imgsim_indexes limit 0")
-            return True
-        except sqlite3.OperationalError:
-            return False
+        for attempt in range(2):
+            try:
+                self.conn.execute("select 1 from _imgsim_indexes limit 0")
+                return True
+            except sqlite3.OperationalError:
+                finder = INDEX_FINDERS.get(id(self.conn))
+                if attempt or finder is None or not finder(self.conn):
+                    return False
+        return False
 
     def ensure_schema(self) -> None:
         if not self.conn.execute(
