@@ -6,6 +6,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
+# The browser test drives Debian's Chromium through Playwright (Playwright's own
+# browser download is not used). Installed once; a no-op when already there.
+ensure_chromium() {
+    if [ -n "${IMGSIM_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ]; then
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "=== Installing chromium for the browser test"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "tests/test_browser.py needs Chromium: apt-get install chromium (or set IMGSIM_CHROMIUM)" >&2
+    fi
+}
+
+ensure_chromium
+
 run_against() {
     local name=$1 requirement=$2 venv=".venv-$1"
     echo "=== Datasette $name: fresh environment in $venv"

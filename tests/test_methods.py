@@ -79,3 +79,15 @@ def test_every_builtin_declares_a_consistent_shape(photos):
         vectors = method.vectors_for(method.extract([image, image]).vectors, method.metric)
         width = method.dims if method.element_type == "float" else method.dims // 8
         assert vectors.shape == (2, width)
+
+
+def test_flat_images_get_a_comparable_cosine_vector(tmp_path, photos):
+    """HOG of a flat image is all zeros, which cosine cannot compare (sqlite-vec: NULL)."""
+    method = get_method("hog")
+    flat = np.full((200, 300, 3), 128, np.uint8)
+    images = [flat, flat.copy(), load_image(jpeg_bytes(photos["coins"]), method.min_size)]
+    store, spec, vectors = index_vectors(tmp_path, method, "cosine", images)
+    assert np.isfinite(vectors).all() and np.linalg.norm(vectors[0]) > 0
+    results = store.knn(spec, vectors[0].tobytes(), 3)
+    assert [pk for pk, _, _ in results][:2] in ([0, 1], [1, 0])
+    assert results[0][1] == pytest.approx(0, abs=1e-6) and results[2][1] >= 1.0

@@ -72,6 +72,14 @@ class Method:
         """Extracted vectors as they are stored and queried under metric."""
         if self.prepare is not None:
             vectors = self.prepare(vectors, metric)
-        if self.element_type == "float":
-            return np.ascontiguousarray(vectors, dtype=np.float32)
-        return np.ascontiguousarray(vectors, dtype=np.uint8)
+        if self.element_type != "float":
+            return np.ascontiguousarray(vectors, dtype=np.uint8)
+        vectors = np.array(vectors, dtype=np.float32, ndmin=2)
+        if metric == "cosine":
+            # Cosine is undefined for an all-zero vector (HOG of a flat image): sqlite-vec
+            # returns a NULL distance. A negative constant vector instead matches other
+            # flat images exactly and is no nearer to any real (non-negative or
+            # mean-centred) vector than cosine distance 1.
+            flat = ~np.any(vectors, axis=1)
+            vectors[flat] = -1.0 / np.sqrt(vectors.shape[1])
+        return vectors

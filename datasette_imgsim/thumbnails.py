@@ -1,0 +1,231 @@
+"""Thumbnails: find a row's image safely under the index root, shrink it, cache the result.
+
+Pure of Datasette: views.py fetches the row's value and calls these.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .images import ImageError, open_image, read_source, resolve_path
+
+DEFAULT_SIZE = 256
+MIN_SIZE = 16
+MAX_SIZE = 1600
+FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+# Bump when the output of make_thumbnail changes, so cached copies and ETags expire.
+VERSION = "1"
+
+
+class ThumbnailError(Exception):
+    """The row's image cannot be served; status and message are for the user."""
+
+    status = 404
+
+
+class OutsideRoot(ThumbnailError):
+    status = 403
+
+
+class MissingImage(ThumbnailError):
+    status = 404
+
+
+def parse_size(value: Any) -> int:
+    """?size=N, clamped to a sane range; anything unparseable gets the default."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        return DEFAULT_SIZE
+    return max(MIN_SIZE, min(MAX_SIZE, size))
+
+
+def parse_format(value: Any) -> str:
+    return value if value in FORMATS else "jpeg"
+
+
+def safe_path(value: str, root: Union[str, os.PathLike]) -> Path:
+    """The real file a stored path names, refusing anything that resolves outside root.
+
+    Symlinks and '..' are resolved first, so neither a link nor a crafted
+    relative path reaches outside the indexed directory.
+    """
+    if not root:
+        raise OutsideRoot("this index has no root directory to serve files from")
+    try:
+        real_root = Path(root).resolve()
+        real = resolve_path(value, real_root).resolve()
+    except (OSError, ValueError, RuntimeError):
+        raise MissingImage("the image path cannot be resolved") from None
+    if real != real_root and real_root not in real.parents:
+        raise OutsideRoot("the image path is outside the indexed root directory")
+    return real
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a row's image comes from, and what identifies this version of it."""
+
+    data: Optional[bytes]
+    path: Optional[Path]
+    fingerprint: str
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        try:
+            return read_source(self.path)
+        except ImageError as e:
+            raise MissingImage(str(e)) from None
+
+
+def image_source(value: Any, root: Optional[str]) -> ImageSource:
+    """A row's image column value (BLOB or path) as an ImageSource."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        if not data:
+            raise MissingImage("this row's image is empty")
+        return ImageSource(data, None, "blob:" + hashlib.blake2b(data, digest_size=16).hexdigest())
+    if value is None or not str(value).strip():
+        raise MissingImage("this row has no image")
+    path = safe_path(str(value).strip(), root)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise MissingImage("image file not found") from None
+    except OSError:
+        raise MissingImage("image file cannot be read") from None
+    if not path.is_file():
+        raise MissingImage("image path is not a file")
+    return ImageSource(None, path, f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}")
+
+
+def cache_key(source: ImageSource, size: int, fmt: str) -> str:
+    text = f"{VERSION}\0{source.fingerprint}\0{size}\0{fmt}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def make_thumbnail(data: bytes, size: int, fmt: str = "jpeg") -> bytes:
+    """Encoded image bytes shrunk to fit a size x size box, upright (EXIF applied), RGB."""
+    pil_format, _ = FORMATS[fmt]
+    img = open_image(data, min_size=size)
+    img.thumbnail((size, size))
+    out = io.BytesIO()
+    img.save(out, pil_format, quality=82)
+    return out.getvalue()
+
+
+def data_url(data: bytes, size: int) -> str:
+    """A small inline JPEG of image bytes, to show an uploaded image back to the user."""
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(make_thumbnail(data, size)).decode("ascii")
+
+
+class MemoryCache:
+    """An LRU of encoded thumbnails, bounded by total bytes."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Optional[bytes]:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: bytes) -> None:
+        if len(value) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._items[key] = value
+            self._bytes += len(value)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class DiskCache:
+    """Thumbnails as files named by their key; written atomically, never trusted beyond it."""
+
+    def __init__(self, directory: Union[str, os.PathLike]):
+        self.directory = Path(directory)
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / key
+
+    def get(self, key: str) -> Optional[bytes]:
+        try:
+            return self._path(key).read_bytes()
+        except OSError:
+            return None
+
+    def put(self, key: str, value: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{key}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(value)
+            os.replace(tmp, path)
+        except OSError:
+            # A cache that cannot be written only costs speed.
+            pass
+
+
+_caches: dict = {}
+_caches_lock = threading.Lock()
+
+
+def get_cache(directory: Optional[str] = None, max_bytes: Optional[int] = None):
+    """One shared cache per directory (or the in-memory one), for the life of the process."""
+    key = ("disk", str(directory)) if directory else ("memory", max_bytes)
+    with _caches_lock:
+        if key not in _caches:
+            _caches[key] = DiskCache(directory) if directory else MemoryCache(
+                max_bytes or 64 * 1024 * 1024)
+        return _caches[key]
+
+
+_making: dict[str, threading.Lock] = {}
+_making_lock = threading.Lock()
+
+
+def thumbnail(source: ImageSource, size: int, fmt: str, cache) -> bytes:
+    """The thumbnail for source, from cache or made now (ImageError if it is not an image).
+
+    Concurrent requests for the same thumbnail (a page of thumbnails opened by many
+    clients at once) make it once: the others wait for it and read the cache."""
+    key = cache_key(source, size, fmt)
+    found = cache.get(key)
+    if found is not None:
+        return found
+    with _making_lock:
+        lock = _making.setdefault(key, threading.Lock())
+    try:
+        with lock:
+            found = cache.get(key)
+            if found is not None:
+                return found
+            made = make_thumbnail(source.read(), size, fmt)
+            cache.put(key, made)
+            return made
+    finally:
+        with _making_lock:
+            if _making.get(key) is lock and not lock.locked():
+                del _making[key]
