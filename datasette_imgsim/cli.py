@@ -10,6 +10,7 @@ from typing import Optional
 
 import click
 
+from .duplicates import DEFAULT_NEIGHBOURS, DuplicatesError, find_duplicates
 from .images import ImageError, read_source
 from .indexer import Indexer
 from .plugins import UnknownMethod, get_method, get_methods
@@ -133,12 +134,15 @@ def register(cli: click.Group) -> None:
     @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON")
     @click.option("--index-db", type=click.Path(dir_okay=False), help=INDEX_DB_HELP)
-    def search(database, image, table, method, k, as_json, index_db):
+    @click.option("--rerank", type=click.Choice(["geometric"]),
+                  help="Re-rank the nearest candidates by matching local features (SIFT + "
+                       "RANSAC); adds an inliers column")
+    def search(database, image, table, method, k, as_json, index_db, rerank):
         """Print the rows of TABLE whose images are nearest to IMAGE."""
         conn = open_index(database, index_db)
         store = Store(conn)
         try:
-            spec, results = similar_to_image(store, table, read_source(image), k, method)
+            spec, results = similar_to_image(store, table, read_source(image), k, method, rerank)
         except (NotFound, SearchError, ImageError, UnknownMethod) as e:
             raise click.ClickException(str(e)) from None
         pk = "rowid" if spec.pk == "rowid" else quote_identifier(spec.pk)
@@ -153,7 +157,39 @@ def register(cli: click.Group) -> None:
                                    "results": results}, indent=2))
             return
         for result in results:
-            click.echo(f"{result['pk']}\t{result['distance']:.4f}\t{result['image']}")
+            inliers = f"\t{result['inliers']}" if "inliers" in result else ""
+            click.echo(f"{result['pk']}\t{result['distance']:.4f}{inliers}\t{result['image']}")
+
+    @imgsim.command()
+    @click.argument("database", type=click.Path(dir_okay=False))
+    @click.option("--table", required=True)
+    @click.option("--method", help="Index to use (default: the table's default index)")
+    @click.option("--threshold", type=float,
+                  help="Largest distance between duplicates (default: the method's own, "
+                       "e.g. phash 10, cnn 0.05)")
+    @click.option("--neighbours", type=click.IntRange(min=1), default=DEFAULT_NEIGHBOURS,
+                  show_default=True, help="Nearest neighbours each image links to")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON")
+    @click.option("--index-db", type=click.Path(dir_okay=False), help=INDEX_DB_HELP)
+    def duplicates(database, table, method, threshold, neighbours, as_json, index_db):
+        """Group the near-duplicate images of TABLE, best copy first in each group."""
+        store = Store(open_index(database, index_db))
+        try:
+            found = find_duplicates(store, store.index(table, method), threshold, neighbours)
+        except (NotFound, DuplicatesError) as e:
+            raise click.ClickException(str(e)) from None
+        if as_json:
+            click.echo(json.dumps(found.to_dict(), indent=2, default=str))
+            return
+        click.echo(f"{len(found.groups)} groups of near-duplicates among {found.indexed} images "
+                   f"({found.method}, threshold {found.threshold:g}, {found.seconds:.1f}s)")
+        for number, group in enumerate(found.groups, start=1):
+            click.echo(f"\nGroup {number}")
+            for m in group.members:
+                dims = f"{m.width}x{m.height}" if m.width else "?"
+                size = f"{m.size:,} B" if m.size is not None else "?"
+                image = m.image if m.image is not None else "<BLOB>"
+                click.echo(f"  {m.pk}\t{m.distance:.4g}\t{m.kind:<12}\t{dims}\t{size}\t{image}")
 
     @imgsim.command()
     @click.argument("database", type=click.Path(dir_okay=False))

@@ -5,6 +5,9 @@ from typing import Any, Optional
 
 from .images import load_image
 from .plugins import get_method
+from .rerank import CANDIDATES, RerankError, query_features, row_image
+from .rerank import parse_rerank as _parse_rerank
+from .rerank import rerank as geometric_rerank
 from .store import MAX_K, IndexSpec, NotFound, Store
 
 DEFAULT_K = 10
@@ -12,6 +15,13 @@ DEFAULT_K = 10
 
 class SearchError(ValueError):
     """Bad arguments to a search; the message is for the user."""
+
+
+def parse_rerank(value: Any) -> Optional[str]:
+    try:
+        return _parse_rerank(value)
+    except RerankError as e:
+        raise SearchError(str(e)) from None
 
 
 def parse_k(k: Any, default: int = DEFAULT_K) -> int:
@@ -29,16 +39,23 @@ def parse_k(k: Any, default: int = DEFAULT_K) -> int:
 
 
 def similar_to_row(store: Store, table: str, pk: Any, k: Any = None,
-                   method: Optional[str] = None) -> tuple[IndexSpec, list[dict]]:
-    """The k rows nearest to row pk, nearest first, without the row itself."""
+                   method: Optional[str] = None, rerank: Optional[str] = None
+                   ) -> tuple[IndexSpec, list[dict]]:
+    """The k rows nearest to row pk, nearest first, without the row itself.
+    rerank="geometric" re-orders the nearest candidates by local-feature matches."""
     k = parse_k(k)
+    rerank = parse_rerank(rerank)
     spec = store.index(table, method)
     item_id = store.item_id(spec, pk)
     if item_id is None:
         raise NotFound(f"row {pk!r} of {table!r} is not in the {spec.method!r} index")
     vector = store.vector(spec, item_id)
-    neighbours = store.knn(spec, vector, k + 1)
+    wanted = max(k, CANDIDATES) if rerank else k
+    neighbours = store.knn(spec, vector, wanted + 1)
     results = [{"pk": p, "distance": d} for p, d, i in neighbours if i != item_id]
+    if rerank:
+        query = query_features(row_image(store, spec, pk))
+        results = geometric_rerank(store, spec, query, results[:wanted])
     return spec, results[:k]
 
 
@@ -51,9 +68,16 @@ def embed_image(spec: IndexSpec, data: bytes) -> bytes:
 
 
 def similar_to_image(store: Store, table: str, data: bytes, k: Any = None,
-                     method: Optional[str] = None) -> tuple[IndexSpec, list[dict]]:
-    """The k rows nearest to an image given as bytes (it need not be in the database)."""
+                     method: Optional[str] = None, rerank: Optional[str] = None
+                     ) -> tuple[IndexSpec, list[dict]]:
+    """The k rows nearest to an image given as bytes (it need not be in the database).
+    rerank="geometric" re-orders the nearest candidates by local-feature matches."""
     k = parse_k(k)
+    rerank = parse_rerank(rerank)
     spec = store.index(table, method)
     vector = embed_image(spec, data)
-    return spec, [{"pk": p, "distance": d} for p, d, _ in store.knn(spec, vector, k)]
+    wanted = max(k, CANDIDATES) if rerank else k
+    results = [{"pk": p, "distance": d} for p, d, _ in store.knn(spec, vector, wanted)]
+    if rerank:
+        results = geometric_rerank(store, spec, query_features(data), results)
+    return spec, results[:k]

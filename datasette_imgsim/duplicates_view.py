@@ -1,0 +1,86 @@
+"""GET /{database}/{table}/-/duplicates[.json]: near-duplicate groups, paged, with the
+threshold adjustable. Thin over duplicates.find_duplicates; permissions through
+views.visible_table, thumbnails through the thumbnail route."""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from datasette import Response
+from datasette.utils import tilde_decode
+
+from .duplicates import THRESHOLDS, DuplicatesError, copy_threshold, find_duplicates
+from .views import (SEGMENT, GRID_SIZE, Urls, cache_headers, database_color, fetch_rows,
+                    in_db, lookup, caption, visible_table)
+from .store import Store
+
+ROUTE = rf"^/(?P<database>{SEGMENT})/(?P<table>{SEGMENT})/-/duplicates(?P<format>\.json)?$"
+PER_PAGE = 20
+
+
+def route():
+    return (ROUTE, duplicates_view)
+
+
+def _page(value) -> int:
+    try:
+        return max(1, int(value or 1))
+    except ValueError:
+        return 1
+
+
+async def duplicates_view(datasette, request):
+    db, table, private = await visible_table(datasette, request)
+    method = request.args.get("method") or None
+    threshold = request.args.get("threshold") or None
+    page = _page(request.args.get("page"))
+    as_json = request.url_vars.get("format") == ".json"
+
+    def work(conn):
+        store = Store(conn)
+        spec = store.index(table, method)
+        try:
+            found = find_duplicates(store, spec, threshold)
+        except DuplicatesError as e:
+            raise ValueError(str(e)) from None
+        shown = found.groups[(page - 1) * PER_PAGE: page * PER_PAGE]
+        rows = fetch_rows(conn, spec, [m.pk for g in shown for m in g.members])
+        return spec, store.indexes(table), found, shown, rows
+
+    spec, specs, found, shown, rows = await in_db(db, work)
+    urls = Urls(datasette, db, table)
+    base = f"{urls.base}/-/duplicates"
+
+    def link(suffix="", **changes):
+        args = {"method": method, "threshold": threshold, "page": page if page > 1 else None}
+        args.update(changes)
+        query = urlencode({k: v for k, v in args.items() if v is not None})
+        return base + suffix + (f"?{query}" if query else "")
+
+    pages = max(1, -(-len(found.groups) // PER_PAGE))
+    data = found.to_dict()
+    data.update(database=db.name, table=table, page=page, pages=pages, per_page=PER_PAGE,
+                groups=[g.to_dict() for g in shown], total_groups=len(found.groups),
+                copy_threshold=copy_threshold(spec.method))
+    for group in data["groups"]:
+        for member in group["members"]:
+            row_path, row = lookup(rows, member["pk"])
+            member["thumbnail_url"] = urls.thumbnail(member["pk"], GRID_SIZE, spec.method)
+            member["row_url"] = urls.row(row_path, spec.pk, member["pk"])
+            member["caption"] = caption(row, spec) or str(member["pk"])
+    if as_json:
+        for group in data["groups"]:
+            for member in group["members"]:
+                member.pop("caption")
+        return Response.json(data, headers=cache_headers(private))
+    context = {
+        "database": db.name, "color": database_color(db), "table": table, "spec": spec,
+        "data": data, "private": private, "threshold": found.threshold,
+        "default_threshold": THRESHOLDS.get(spec.method, (None,))[0],
+        "form_url": base, "json_url": link(".json"), "table_url": urls.base,
+        "methods": [{"method": s.method, "url": link(method=s.method, threshold=None, page=None),
+                     "current": s.method == spec.method} for s in specs],
+        "previous_url": link(page=page - 1) if page > 1 else None,
+        "next_url": link(page=page + 1) if page < pages else None,
+    }
+    html = await datasette.render_template("imgsim_duplicates.html", context, request=request)
+    return Response.html(html, headers=cache_headers(private))

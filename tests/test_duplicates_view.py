@@ -1,0 +1,73 @@
+"""The duplicates page and its JSON, on Datasette 0.65 and 1.0a."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from datasette_test import actor_cookie
+
+from .conftest import jpeg_bytes
+from .test_views import index, make_datasette
+
+
+@pytest.fixture
+def dup_db(path_db, photos):
+    """path_db plus a recompressed and an exact copy of the rocket."""
+    folder = path_db.parent / "img"
+    (folder / "rocket_q40.jpg").write_bytes(jpeg_bytes(photos["rocket"], quality=40))
+    (folder / "rocket_copy.jpg").write_bytes((folder / "rocket.jpg").read_bytes())
+    conn = sqlite3.connect(path_db)
+    conn.executemany("insert into photos (title, path) values (?, ?)",
+                     [("rocket_q40", "img/rocket_q40.jpg"), ("rocket_copy", "img/rocket_copy.jpg")])
+    conn.commit()
+    conn.close()
+    index(path_db, "path")
+    return path_db
+
+
+def titles(db):
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute("select id, title from photos"))
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+async def test_duplicates_json_and_page(dup_db):
+    ds = make_datasette(dup_db)
+    named = titles(dup_db)
+    response = await ds.client.get("/photos/photos/-/duplicates.json?method=phash")
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["method"] == "phash" and data["threshold"] == 10 and data["page"] == 1
+    groups = [{named[m["pk"]]: m["kind"] for m in g["members"]} for g in data["groups"]]
+    assert {"rocket": "best copy", "rocket_copy": "exact copy", "rocket_q40": "edited copy"} in groups
+    member = data["groups"][0]["members"][0]
+    assert member["thumbnail_url"].startswith("/photos/photos/-/thumbnail/")
+    assert {"pk", "distance", "size", "width", "height", "image", "row_url"} <= set(member)
+
+    none = (await ds.client.get("/photos/photos/-/duplicates.json?method=phash&threshold=0")).json()
+    assert none["threshold"] == 0
+    assert all(m["distance"] == 0 for g in none["groups"] for m in g["members"])
+
+    page = await ds.client.get("/photos/photos/-/duplicates?method=phash")
+    assert page.status_code == 200
+    assert "exact copy" in page.text and "edited copy" in page.text and "-/thumbnail/" in page.text
+    assert 'name="threshold"' in page.text
+
+    bad = await ds.client.get("/photos/photos/-/duplicates.json?threshold=lots")
+    assert bad.status_code == 400
+    missing = await ds.client.get("/photos/photos/-/duplicates.json?method=cnn")
+    assert missing.status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_duplicates_respect_permissions(dup_db):
+    ds = make_datasette(dup_db, private_table=True)
+    for url in ["/photos/photos/-/duplicates", "/photos/photos/-/duplicates.json"]:
+        response = await ds.client.get(url)
+        assert response.status_code == 403 and "distance" not in response.text
+    cookies = {"ds_actor": actor_cookie(ds, {"id": "root"})}
+    response = await ds.client.get("/photos/photos/-/duplicates.json", cookies=cookies)
+    assert response.status_code == 200 and response.headers["cache-control"].startswith("private")
