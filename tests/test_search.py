@@ -44,3 +44,15 @@ def test_errors_say_what_is_wrong(store):
         similar_to_row(store, "nope", 1)
     with pytest.raises(ImageError, match="not a recognised image"):
         similar_to_image(store, "photos", b"GIF89a-nope")
+
+
+def test_similar_to_row_matches_the_exact_scan(store, path_db):
+    # hog (1764 floats) is searched through its sign-bit pre-filter; the answer must
+    # be the exact scan's, distances included.
+    spec = store.index("photos", "hog")
+    assert spec.quantized and spec.quantized["mean"] is not None
+    for pk in row_ids(path_db, "select id from photos"):
+        _, results = similar_to_row(store, "photos", pk, 5, "hog")
+        vector = store.vector(spec, store.item_id(spec, pk))
+        exact = [(p, d) for p, d, _ in store.knn(spec, vector, 6, exact=True) if p != pk][:5]
+        assert [(r["pk"], r["distance"]) for r in results] == exact

@@ -85,3 +85,107 @@ def test_odd_table_names_get_safe_vector_tables(store):
     assert quote_identifier('a"b') == '"a""b"'
     with pytest.raises(ValueError):
         quote_identifier("")
+
+
+def clustered(n=3000, dims=256, clusters=40, seed=0):
+    """Non-negative, unit-length vectors like CNN embeddings after ReLU6, clustered at
+    two scales as photo libraries are: subjects, and bursts of 10 shots of each."""
+    rng = np.random.default_rng(seed)
+    centres = np.abs(rng.normal(size=(clusters, dims)))
+    bursts = np.clip(centres[rng.integers(0, clusters, n // 10 + 1)]
+                     + rng.normal(scale=0.5, size=(n // 10 + 1, dims)), 0, None)
+    vectors = np.clip(np.repeat(bursts, 10, axis=0)[:n] + rng.normal(scale=0.25, size=(n, dims)), 0, None)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def write_in_batches(store, spec, vectors, batch=256, start=0):
+    for i in range(0, len(vectors), batch):
+        with store.conn:
+            store.write(spec, [ItemResult(start + j + 1, "f", v) for j, v in enumerate(vectors[i:i + batch], i)])
+
+
+def count(store, table):
+    return store.conn.execute(f"select count(*) from {quote_identifier(table)}").fetchone()[0]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "l1"])
+def test_prefiltered_knn_returns_the_exact_top_10(store, metric):
+    vectors = clustered()
+    spec, _ = store.create_index("t", "c", "rowid", None, "m", metric, 256, "float")
+    write_in_batches(store, spec, vectors)
+    spec = store.index("t", "m")
+    assert spec.quantized["mean"] is not None
+    for q in range(0, 3000, 60):
+        query = vectors[q].tobytes()
+        fast = store.knn(spec, query, 10)
+        exact = store.knn(spec, query, 10, exact=True)
+        assert [pk for pk, _, _ in fast] == [pk for pk, _, _ in exact]
+        assert [d for _, d, _ in fast] == pytest.approx([d for _, d, _ in exact], abs=1e-6)
+
+
+def test_mean_is_stored_with_the_index_and_refitted_while_small(store):
+    from datasette_imgsim.store import MEAN_SAMPLE_ROWS, _decode_mean
+
+    vectors = clustered(n=1100)
+    spec, _ = store.create_index("t", "c", "rowid", None, "m", "cosine", 256, "float")
+    assert spec.quantized == {"table": "_imgsim_t_m_bits", "bits": 256, "seed": 0, "partitions": 16,
+                              "mean": None, "mean_rows": 0}
+    write_in_batches(store, spec, vectors[:200])
+    stored = store.index("t", "m").quantized
+    assert stored["mean_rows"] == 200
+    assert _decode_mean(stored["mean"]) == pytest.approx(vectors[:200].mean(axis=0), abs=1e-6)
+    write_in_batches(store, spec, vectors[200:], start=200)  # grew 4x: refitted on all rows
+    stored = store.index("t", "m").quantized
+    assert 800 <= stored["mean_rows"] < MEAN_SAMPLE_ROWS
+    assert _decode_mean(stored["mean"]) == pytest.approx(vectors[:stored["mean_rows"]].mean(axis=0), abs=1e-6)
+    assert count(store, "_imgsim_t_m_bits") == count(store, spec.vec_table) == 1100
+
+
+def test_bit_table_follows_writes_deletes_and_rebuilds(store):
+    vectors = clustered(n=300)
+    spec, _ = store.create_index("t", "c", "rowid", None, "m", "cosine", 256, "float")
+    bits = spec.quantized["table"]
+    write_in_batches(store, spec, vectors)
+    assert count(store, bits) == count(store, spec.vec_table) == 300
+    with store.conn:
+        store.write(spec, [ItemResult(1, "changed", vectors[5]), ItemResult(2, "bad", error="broken")])
+        store.delete(spec, [3, 4])
+    assert count(store, bits) == count(store, spec.vec_table) == 297
+    assert store.knn(spec, vectors[5].tobytes(), 2)[0][0] in (1, 6)
+    rebuilt, note = store.create_index("t", "c", "rowid", None, "m", "l2", 256, "float")
+    assert "metric" in note and rebuilt.quantized["mean"] is None
+    assert count(store, rebuilt.quantized["table"]) == 0
+    assert store.conn.execute("select count(*) from sqlite_master where name like '%bits%' "
+                              "and type = 'table' and name not like '%\\_bits\\_%' escape '\\'").fetchone()[0] == 1
+
+
+def test_indexes_without_a_bit_table_use_the_exact_scan(store):
+    vectors = clustered(n=300)
+    spec, _ = store.create_index("t", "c", "rowid", None, "m", "cosine", 256, "float")
+    write_in_batches(store, spec, vectors)
+    expected = store.knn(spec, vectors[7].tobytes(), 5, exact=True)
+    # As an index built before the pre-filter existed: no "quantized" in its params.
+    store.conn.execute(f"drop table {spec.quantized['table']}")
+    store.set_params(spec, {})
+    old = store.index("t", "m")
+    assert old.quantized is None and store.knn(old, vectors[7].tobytes(), 5) == expected
+    with store.conn:
+        store.write(old, [ItemResult(999, "x", vectors[8])])
+        store.delete(old, [1])
+    small, _ = store.create_index("t", "c", "rowid", None, "tiny", "l2", 3, "float")
+    assert small.quantized is None
+
+
+def test_bit_table_without_partitions_still_works(store):
+    # As made by the first version of the pre-filter: one bit table, no partition key.
+    vectors = clustered(n=600)
+    spec, _ = store.create_index("t", "c", "rowid", None, "m", "cosine", 256, "float")
+    table = spec.quantized["table"]
+    store.conn.execute(f"drop table {table}")
+    store.conn.execute(f"create virtual table {table} using vec0(embedding bit[256])")
+    store.set_params(spec, {"quantized": {**spec.quantized, "partitions": 1}})
+    write_in_batches(store, spec, vectors)
+    spec = store.index("t", "m")
+    assert count(store, table) == 600
+    for q in (0, 123, 456):
+        assert store.knn(spec, vectors[q].tobytes(), 10) == store.knn(spec, vectors[q].tobytes(), 10, exact=True)
