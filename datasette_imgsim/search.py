@@ -72,12 +72,18 @@ def similar_to_image(store: Store, table: str, data: bytes, k: Any = None,
                      ) -> tuple[IndexSpec, list[dict]]:
     """The k rows nearest to an image given as bytes (it need not be in the database).
     rerank="geometric" re-orders the nearest candidates by local-feature matches."""
+    spec = store.index(table, method)
+    return spec, similar_to_vector(store, spec, embed_image(spec, data), k, rerank, data)
+
+
+def similar_to_vector(store: Store, spec: IndexSpec, vector: bytes, k: Any = None,
+                      rerank: Optional[str] = None, image: Optional[bytes] = None) -> list[dict]:
+    """The k rows nearest to a vector made by embed_image(); re-ranking also needs the
+    image bytes. Split from similar_to_image so a server can embed off its database thread."""
     k = parse_k(k)
     rerank = parse_rerank(rerank)
-    spec = store.index(table, method)
-    vector = embed_image(spec, data)
     wanted = max(k, CANDIDATES) if rerank else k
     results = [{"pk": p, "distance": d} for p, d, _ in store.knn(spec, vector, wanted)]
     if rerank:
-        results = geometric_rerank(store, spec, query_features(data), results)
-    return spec, results[:k]
+        results = geometric_rerank(store, spec, query_features(image), results)
+    return results[:k]

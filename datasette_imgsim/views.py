@@ -17,7 +17,7 @@ from markupsafe import Markup, escape
 
 from . import thumbnails
 from .images import ImageError
-from .search import SearchError, similar_to_image, similar_to_row
+from .search import SearchError, embed_image, parse_k, similar_to_row, similar_to_vector
 from .store import NotFound, Store, quote_identifier
 
 PLUGIN = "datasette-imgsim"
@@ -305,12 +305,19 @@ async def similar_upload_view(datasette, request):
     rerank = fields.get("rerank") or request.args.get("rerank") or None
     context.update(method=method, k=k or "", rerank=rerank)
 
-    def work(conn):
-        spec, results = similar_to_image(Store(conn), table, data, k, method, rerank)
-        return spec, results, fetch_rows(conn, spec, [r["pk"] for r in results])
+    loop = asyncio.get_running_loop()
+
+    def search(conn):
+        results = similar_to_vector(Store(conn), spec, vector, k, rerank, data)
+        return results, fetch_rows(conn, spec, [r["pk"] for r in results])
 
     try:
-        spec, results, found = await db.execute_fn(work)
+        parse_k(k)
+        spec = await db.execute_fn(lambda conn: Store(conn).index(table, method))
+        # Decoding and embedding take tens of milliseconds of CPU: not on a database
+        # thread, where they would hold up every other query of this database.
+        vector = await loop.run_in_executor(None, embed_image, spec, data)
+        results, found = await db.execute_fn(search)
     except (NotFound, SearchError, ImageError, ValueError) as e:
         status = 404 if isinstance(e, NotFound) else 400
         message = f"not an image we can read: {e}" if isinstance(e, ImageError) else str(e)
@@ -322,7 +329,6 @@ async def similar_upload_view(datasette, request):
     if as_json:
         return Response.json(payload(db, spec, {"upload": True}, items),
                              headers=cache_headers(private))
-    loop = asyncio.get_running_loop()
     preview = await loop.run_in_executor(None, thumbnails.data_url, data, LARGE_SIZE // 2)
     context.update(spec=spec, upload={"preview": preview, "bytes": len(data)},
                    results=[page_item(urls, spec, item, method, k) for item in items])

@@ -135,7 +135,7 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
     conn = sqlite3.connect(db)
     conn.execute("create table photos (id integer primary key, image blob)")
     base = list(photos.values())
-    for n in range(600):
+    for n in range(1500):
         pixels = base[n % len(base)]
         conn.execute("insert into photos (image) values (?)", (jpeg_bytes(pixels[n % 7:, n % 5:], quality=60 + n % 30),))
     conn.commit()
@@ -145,8 +145,8 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     done = 0
-    while time.time() < deadline and done < 100:
-        time.sleep(0.05)
+    while time.time() < deadline and done < 40:
+        time.sleep(0.01)
         try:
             done = sqlite3.connect(db).execute("select count(*) from _imgsim_items").fetchone()[0]
         except sqlite3.OperationalError:
@@ -155,13 +155,13 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
     process.wait()
     store = Store(connect(str(db)))
     partial = {spec.method: store.counts(spec)["indexed"] for spec in store.indexes("photos")}
-    assert 0 < min(partial.values()) and max(partial.values()) < 600, partial
+    assert 0 < min(partial.values()) and max(partial.values()) < 1500, partial
     for spec in store.indexes("photos"):
         vectors = store.conn.execute(f"select count(*) from {spec.vec_table}").fetchone()[0]
         assert vectors == store.counts(spec)["indexed"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert f"unchanged, 0 removed, 0 failed" in result.stdout
-    assert int(result.stdout.split(" indexed")[0]) == 600 - min(partial.values())
+    assert int(result.stdout.split(" indexed")[0]) == 1500 - min(partial.values())
     for spec in store.indexes("photos"):
-        assert store.counts(spec) == {"indexed": 600, "errors": 0}
+        assert store.counts(spec) == {"indexed": 1500, "errors": 0}
