@@ -71,6 +71,15 @@ def blob_db(tmp_path, photos) -> Path:
     return db
 
 
+def query_dict(db: Path, sql: str, params=()) -> dict:
+    """The two-column result of sql as a dict (first column -> second)."""
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute(sql, params))
+    finally:
+        conn.close()
+
+
 def row_ids(db: Path, sql: str, params=()) -> list:
     conn = sqlite3.connect(db)
     try:

@@ -12,7 +12,7 @@ from datasette_imgsim.duplicates import (
     neighbour_pairs, parse_threshold, prepared)
 from datasette_imgsim.store import Store, connect
 
-from .conftest import jpeg_bytes
+from .conftest import jpeg_bytes, query_dict
 
 
 def test_connected_groups_joins_chains_and_drops_singletons():
@@ -98,11 +98,7 @@ def dup_db(tmp_path, photos):
 
 
 def names(db):
-    conn = sqlite3.connect(db)
-    try:
-        return dict(conn.execute("select id, name from photos"))
-    finally:
-        conn.close()
+    return query_dict(db, "select id, name from photos")
 
 
 def test_find_duplicates_groups_copies_best_first(dup_db):

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 from datasette_test import actor_cookie
 
-from .conftest import jpeg_bytes
+from .conftest import jpeg_bytes, query_dict
 from .test_views import index, make_datasette
 
 
@@ -26,11 +26,7 @@ def dup_db(path_db, photos):
 
 
 def titles(db):
-    conn = sqlite3.connect(db)
-    try:
-        return dict(conn.execute("select id, title from photos"))
-    finally:
-        conn.close()
+    return query_dict(db, "select id, title from photos")
 
 
 @pytest.mark.asyncio
