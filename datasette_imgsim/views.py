@@ -55,8 +55,9 @@ class UploadError(Exception):
 async def visible_table(datasette, request) -> tuple[Any, str, bool]:
     """The (database, table, private) a request names, if the actor may view that table.
 
-    404 for an unknown database or table (as Datasette's table page answers),
-    403 when the actor may not view it: before any pk, distance or pixel is read.
+    403 when the actor may not view it, checked first so that a denied actor learns
+    nothing, not even which tables exist; then 404 for an unknown table. Both before
+    any pk, distance or pixel is read.
     """
     route = tilde_decode(request.url_vars["database"])
     table = tilde_decode(request.url_vars["table"])
@@ -64,8 +65,6 @@ async def visible_table(datasette, request) -> tuple[Any, str, bool]:
         db = datasette.get_database(route=route)
     except KeyError:
         raise HTTPNotFound(f"database not found: {route}")
-    if not (await db.table_exists(table) or table in await db.view_names()):
-        raise HTTPNotFound(f"table not found: {table}")
     if hasattr(datasette, "allowed"):  # Datasette 1.0a: resource-based permissions
         from datasette.resources import TableResource
 
@@ -78,6 +77,8 @@ async def visible_table(datasette, request) -> tuple[Any, str, bool]:
                                         ("view-database", db.name), "view-instance"])
     if not visible:
         raise Forbidden("You do not have permission to view this table")
+    if not (await db.table_exists(table) or table in await db.view_names()):
+        raise HTTPNotFound(f"table not found: {table}")
     return db, table, private
 
 
