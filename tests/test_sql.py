@@ -76,6 +76,10 @@ async def test_similar_to_image_finds_an_image_not_in_the_database(indexed_db, p
 @pytest.mark.asyncio
 @pytest.mark.parametrize("sql", [
     "select similar_images('nope', 1)",
+    "select similar_images('photos\"; drop table photos; --', 1)",
+    "select similar_images('photos', 1, 5, 'phash\" or 1=1 --')",
+    "select similar_images('photos', 1, -3)",
+    "select similar_images(null, 1)",
     "select similar_images('photos', 1, 'ten')",
     "select similar_images('photos', 1, 0)",
     "select similar_images('photos', 1, 5, 'magic')",
@@ -88,6 +92,8 @@ async def test_bad_arguments_are_sql_errors_not_crashes(indexed_db, sql):
     response = await query(indexed_db, sql)
     assert response.status_code == 400
     assert "error" in response.json() or response.json().get("ok") is False
+    # Nothing was dropped or damaged by a hostile name.
+    assert (await query(indexed_db, "select count(*) as n from photos")).json()[0]["n"] == 9
 
 
 @pytest.mark.asyncio

@@ -189,3 +189,27 @@ def test_bit_table_without_partitions_still_works(store):
     assert count(store, table) == 600
     for q in (0, 123, 456):
         assert store.knn(spec, vectors[q].tobytes(), 10) == store.knn(spec, vectors[q].tobytes(), 10, exact=True)
+
+
+def test_a_sqlite3_without_extension_loading_gets_a_clear_message(tmp_path, monkeypatch):
+    """macOS system Python's sqlite3 has no enable_load_extension: say how to fix it."""
+    from click.testing import CliRunner
+    from datasette.cli import cli
+
+    from datasette_imgsim import store as store_module
+    from datasette_imgsim.store import ExtensionUnavailable, load_sqlite_vec
+
+    class NoExtensions:
+        pass
+
+    with pytest.raises(ExtensionUnavailable, match="pysqlite3-binary"):
+        load_sqlite_vec(NoExtensions())
+
+    def refuse(conn):
+        raise ExtensionUnavailable(store_module.EXTENSION_HELP)
+
+    monkeypatch.setattr(store_module, "load_sqlite_vec", refuse)
+    (tmp_path / "p.db").write_bytes(b"")
+    result = CliRunner().invoke(cli, ["imgsim", "status", str(tmp_path / "p.db")])
+    assert result.exit_code == 1 and "cannot load SQLite extensions" in result.output
+    assert "Traceback" not in result.output
