@@ -28,7 +28,7 @@ import numpy as np
 
 
 def synthetic(method: str, n: int, rng) -> tuple[np.ndarray, list[list[int]]]:
-    copies_of, planted, row = [], [], 0
+    row = 0
     originals = n // 2
     groups = []
     if method == "cnn":
@@ -117,7 +117,7 @@ def main():
         print(f"built {args.n:,}-image synthetic index in {time.perf_counter() - t:.0f}s ({db})",
               file=sys.stderr)
     store = Store(connect(db, readonly=True))
-    print(f"| method | images | threshold | groups | seconds | planted pairs found |")
+    print("| method | images | threshold | groups | seconds | planted pairs found |")
     print("|---|---|---|---|---|---|")
     for method in methods:
         spec = store.index("photos", method)

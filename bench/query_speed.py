@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sqlite3 as std_sqlite3
 import sys
 import time
 from pathlib import Path

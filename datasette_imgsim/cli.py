@@ -15,9 +15,9 @@ from .images import ImageError, read_source
 from .indexer import Indexer
 from .plugins import UnknownMethod, get_method, get_methods
 from .search import SearchError, similar_to_image
-from .source import SourceError, count_rows, default_root, describe_source
+from .source import SourceError, count_rows, default_root, describe_source, image_value
 from .sidecar import attach, find_sidecar
-from .store import ExtensionUnavailable, NotFound, Store, connect, quote_identifier
+from .store import ExtensionUnavailable, NotFound, Store, connect
 
 DEFAULT_METHOD = "cnn"
 
@@ -121,7 +121,7 @@ def register(cli: click.Group) -> None:
         for pk_value, message in summary.errors[:10]:
             click.echo(f"  error: {table} {pk_value!r}: {message}", err=True)
         if summary.failed > 10:
-            click.echo(f"  ... all errors: select * from _imgsim_errors", err=True)
+            click.echo("  ... all errors: select * from _imgsim_errors", err=True)
         if summary.interrupted:
             click.echo("Interrupted: run the same command again to continue.", err=True)
             sys.exit(130)
@@ -145,12 +145,11 @@ def register(cli: click.Group) -> None:
             spec, results = similar_to_image(store, table, read_source(image), k, method, rerank)
         except (NotFound, SearchError, ImageError, UnknownMethod) as e:
             raise click.ClickException(str(e)) from None
-        pk = "rowid" if spec.pk == "rowid" else quote_identifier(spec.pk)
         for result in results:
-            row = conn.execute(
-                f"select {quote_identifier(spec.column)} from {quote_identifier(spec.table)} "
-                f"where {pk} = ?", (result["pk"],)).fetchone()
-            value = row[0] if row else None
+            try:
+                value = image_value(conn, spec, result["pk"])
+            except NotFound:
+                value = None
             result["image"] = f"<{len(value)} byte BLOB>" if isinstance(value, bytes) else value
         if as_json:
             click.echo(json.dumps({"table": table, "method": spec.method, "metric": spec.metric,

@@ -23,7 +23,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from .images import ImageError, image_size, resolve_path
-from .store import IndexSpec, Store, quote_identifier
+from .source import image_value
+from .store import IndexSpec, NotFound, Store, quote_identifier
 
 # Per method: (default threshold, largest distance still called an edited copy).
 # Calibrated with bench/accuracy.py --calibrate on real photos: each default keeps
@@ -353,13 +354,12 @@ def classify(method: str, distance: float, is_best: bool = False, same_size: boo
 
 def _row_facts(store: Store, spec: IndexSpec, pks: list) -> dict:
     """pk -> (image value, bytes, width, height), from the file or BLOB."""
-    pk_sql = "rowid" if spec.pk == "rowid" else quote_identifier(spec.pk)
-    sql = (f"select {pk_sql}, {quote_identifier(spec.column)} from "
-           f"{quote_identifier(spec.table)} where {pk_sql} = ?")
     facts = {}
     for pk in pks:
-        row = store.conn.execute(sql, (pk,)).fetchone()
-        value = row[1] if row else None
+        try:
+            value = image_value(store.conn, spec, pk)
+        except NotFound:
+            value = None
         facts[pk] = image_facts(value, spec.root or ".")
     return facts
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from datasette import Response
-from datasette.utils import tilde_decode
 
 from .duplicates import THRESHOLDS, DuplicatesError, copy_threshold, find_duplicates
 from .views import (SEGMENT, GRID_SIZE, Urls, cache_headers, database_color, fetch_rows,

@@ -21,7 +21,8 @@ from typing import Any, Optional
 import numpy as np
 
 from .images import ImageError, load_image, resolve_path
-from .store import IndexSpec, Store, quote_identifier
+from .source import image_value
+from .store import IndexSpec, NotFound, Store
 
 RERANK_METHODS = ("geometric",)
 CANDIDATES = 20  # re-rank at most this many of the nearest results
@@ -112,13 +113,12 @@ _cache_lock = threading.Lock()
 
 def row_image(store: Store, spec: IndexSpec, pk) -> Any:
     """A row's image source: bytes (a BLOB) or a path resolved against the index root."""
-    pk_sql = "rowid" if spec.pk == "rowid" else quote_identifier(spec.pk)
-    row = store.conn.execute(
-        f"select {quote_identifier(spec.column)} from {quote_identifier(spec.table)} "
-        f"where {pk_sql} = ?", (pk,)).fetchone()
-    if row is None or row[0] is None:
+    try:
+        value = image_value(store.conn, spec, pk)
+    except NotFound:
+        value = None
+    if value is None:
         raise ImageError(f"row {pk!r} of {spec.table!r} has no image")
-    value = row[0]
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     return str(resolve_path(str(value).strip(), spec.root or "."))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 from .images import resolve_path
-from .store import quote_identifier
+from .store import NotFound, quote_identifier
 
 
 class SourceError(ValueError):
@@ -92,6 +92,22 @@ def fingerprint(value: Any, root: Union[str, os.PathLike]) -> tuple[Optional[str
     except OSError:
         return "missing", str(path)
     return f"file:{stat.st_size}:{stat.st_mtime_ns}", str(path)
+
+
+def image_value(conn, spec, pk) -> Any:
+    """The image column's value (path, BLOB or NULL) of one indexed row.
+
+    spec is the row's IndexSpec; a key that arrived as text (a URL) also matches an
+    integer key. NotFound when no row has that key."""
+    sql = SourceTable(spec.table, spec.column, spec.pk, False).row_sql()
+    candidates = [pk]
+    if isinstance(pk, str) and pk.lstrip("-").isdigit():
+        candidates.append(int(pk))
+    for candidate in candidates:
+        row = conn.execute(sql, (candidate,)).fetchone()
+        if row is not None:
+            return row[1]
+    raise NotFound(f"row {pk!r} not found in {spec.table!r}")
 
 
 def iter_rows(conn, source: SourceTable, batch: int = 256) -> Iterator[tuple[Any, Any]]:

@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 from . import thumbnails
 from .images import ImageError
 from .search import SearchError, embed_image, parse_k, similar_to_row, similar_to_vector
+from .source import image_value
 from .store import NotFound, Store, quote_identifier
 
 PLUGIN = "datasette-imgsim"
@@ -461,14 +462,7 @@ async def thumbnail_view(datasette, request):
 
     def work(conn):
         spec = Store(conn).index(table, method)
-        key = "rowid" if spec.pk == "rowid" else quote_identifier(spec.pk)
-        sql = f"select {quote_identifier(spec.column)} from {quote_identifier(table)} where {key} = ?"
-        candidates = [pk] + ([int(pk)] if pk.lstrip("-").isdigit() else [])
-        for candidate in candidates:
-            row = conn.execute(sql, (candidate,)).fetchone()
-            if row is not None:
-                return spec, row[0]
-        raise NotFound(f"row {pk!r} not found in {table!r}")
+        return spec, image_value(conn, spec, pk)
 
     spec, value = await in_db(db, work)
     loop = asyncio.get_running_loop()

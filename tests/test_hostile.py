@@ -1,6 +1,5 @@
 """Hostile files through the whole pipeline: no crash, no hang, each a readable error, the rest indexed."""
 import io
-import os
 import sqlite3
 import struct
 import time

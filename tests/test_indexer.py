@@ -161,7 +161,7 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
         assert vectors == store.counts(spec)["indexed"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert f"unchanged, 0 removed, 0 failed" in result.stdout
+    assert "unchanged, 0 removed, 0 failed" in result.stdout
     assert int(result.stdout.split(" indexed")[0]) == 1500 - min(partial.values())
     for spec in store.indexes("photos"):
         assert store.counts(spec) == {"indexed": 1500, "errors": 0}

@@ -12,7 +12,7 @@ from datasette.cli import cli
 
 from datasette_imgsim.sidecar import find_sidecar, sidecar_path
 
-from .conftest import jpeg_bytes, row_ids
+from .conftest import row_ids
 
 
 def digest(path):
