@@ -4,7 +4,7 @@ from datasette import hookimpl
 from . import sql, views
 from .cli import register as register_cli
 from .sidecar import attach_served
-from .store import ExtensionUnavailable, load_sqlite_vec
+from .store import ExtensionUnavailable, load_sqlite_vec, map_indexes
 
 
 @hookimpl
@@ -15,6 +15,7 @@ def prepare_connection(conn, database, datasette):
         # startup() reports it once; the SQL functions still register and explain.
         pass
     attach_served(conn, datasette, database)
+    map_indexes(conn)
     sql.register_functions(conn)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .store import INDEX_FINDERS, file_uri, quote_identifier
+from .store import INDEX_FINDERS, file_uri, map_into_memory, quote_identifier
 
 SUFFIX = "-imgsim.db"
 SCHEMA = "_imgsim_index"
@@ -37,6 +37,7 @@ def attach(conn, path) -> None:
     if SCHEMA in attached:
         return
     conn.execute(f"attach database ? as {quote_identifier(SCHEMA)}", (file_uri(path, "ro"),))
+    map_into_memory(conn, SCHEMA)
 
 
 def attach_served(conn, datasette, database: str) -> None:

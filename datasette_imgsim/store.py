@@ -47,6 +47,16 @@ FLOAT_CHUNK_SIZE = 8
 # 1280-bit table reserves 2.6 MB before its first row. 256 keeps small indexes small
 # and costs nothing measurable at 100k rows.
 BITS_CHUNK_SIZE = 256
+# Candidates are re-ranked in statements of this many "rowid = ?" lookups joined by
+# UNION ALL (always this many, padded with NULL, so the statement is prepared once):
+# at 100k rows 288 candidates take 1.7 ms this way against 5.5 ms one statement each.
+RERANK_BATCH = 32
+# Index databases are read through a memory map of the whole file (SQLite clamps this
+# to its compile-time maximum): a query's bit scan reads every row's code, and
+# copying those pages into SQLite's page cache made it 35% slower (100k rows: 13.7 ms
+# against 10.0 ms mapped), the re-rank 50%. The map shares the OS page cache, so it
+# costs no memory of its own.
+MMAP_BYTES = 1 << 40
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS _imgsim_indexes (
@@ -153,7 +163,24 @@ def connect(path: str, readonly: bool = False, timeout: float = 30.0):
     if not readonly:
         # Readers (a Datasette serving this file) keep reading while a run writes.
         conn.execute("pragma journal_mode = wal")
+    map_into_memory(conn)
     return conn
+
+
+def map_into_memory(conn, schema: str = "main") -> None:
+    """Read one database of a connection through a memory map (see MMAP_BYTES)."""
+    conn.execute(f"pragma {quote_identifier(schema)}.mmap_size = {MMAP_BYTES}")
+
+
+def map_indexes(conn) -> None:
+    """Memory-map each database of a connection that holds indexes (a served
+    database: the user's other databases are left as Datasette opens them)."""
+    for _, schema, _ in conn.execute("pragma database_list").fetchall():
+        if conn.execute(
+            f"select 1 from {quote_identifier(schema)}.sqlite_master "
+            "where type = 'table' and name = '_imgsim_indexes'"
+        ).fetchone():
+            map_into_memory(conn, schema)
 
 
 def quote_identifier(name: str) -> str:
@@ -583,18 +610,19 @@ class Store:
         else:
             item_ids = [i for part in range(partitions)
                         for (i,) in self.conn.execute(sql + " and part = ?", (bits.tobytes(), share, part))]
-        # One lookup per candidate: vec0 answers "rowid = ?" from its rowid table, but
-        # "rowid in (...)" with a scan. The distance function is the one the exact
-        # scan uses, so both paths give the same distances.
+        # vec0 answers "rowid = ?" from its rowid table but "rowid in (...)" with a
+        # scan, hence lookups joined by UNION ALL. The distance function is the one
+        # the exact scan uses, so both paths give the same distances.
         distance = {"cosine": "vec_distance_cosine", "l2": "vec_distance_l2",
                     "l1": "vec_distance_l1"}[spec.metric]
-        sql = (f"select {distance}(embedding, ?) from {quote_identifier(spec.vec_table)} "
-               "where rowid = ?")
+        sql = " union all ".join(
+            f"select rowid, {distance}(embedding, ?1) from {quote_identifier(spec.vec_table)} "
+            f"where rowid = ?{n + 2}" for n in range(RERANK_BATCH))
         scored = []
-        for item_id in item_ids:
-            row = self.conn.execute(sql, (vector, item_id)).fetchone()
-            if row is not None:
-                scored.append((float(row[0]), item_id))
+        for start in range(0, len(item_ids), RERANK_BATCH):
+            batch = item_ids[start:start + RERANK_BATCH]
+            batch += [None] * (RERANK_BATCH - len(batch))
+            scored.extend((float(d), item_id) for item_id, d in self.conn.execute(sql, (vector, *batch)))
         scored.sort()
         scored = scored[:k]
         pks = dict(self.conn.execute(

@@ -78,6 +78,22 @@ async def test_served_database_finds_its_sidecar(sidecar_indexed, immutable):
 
 
 @pytest.mark.asyncio
+async def test_served_index_files_are_memory_mapped_and_other_databases_are_not(sidecar_indexed, tmp_path):
+    path_db, _ = sidecar_indexed
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("create table t (x)")
+    ds = Datasette([str(path_db), str(other)])
+
+    def mmap_sizes(conn):
+        return {schema: conn.execute(f'pragma "{schema}".mmap_size').fetchone()[0]
+                for _, schema, _ in conn.execute("pragma database_list").fetchall()}
+
+    photos = await ds.get_database("photos").execute_fn(mmap_sizes)
+    assert photos["_imgsim_index"] > 0 and photos["main"] == 0
+    assert await ds.get_database("other").execute_fn(mmap_sizes) == {"main": 0}
+
+
+@pytest.mark.asyncio
 async def test_configured_index_db(path_db, tmp_path):
     elsewhere = tmp_path / "indexes" / "my-index.db"
     elsewhere.parent.mkdir()

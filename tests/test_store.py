@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from datasette_imgsim.store import ItemResult, NotFound, Store, connect, quote_identifier
+from datasette.utils.sqlite import sqlite3
+
+from datasette_imgsim.store import ItemResult, NotFound, Store, connect, map_indexes, quote_identifier
 
 
 @pytest.fixture
@@ -189,6 +191,16 @@ def test_bit_table_without_partitions_still_works(store):
     assert count(store, table) == 600
     for q in (0, 123, 456):
         assert store.knn(spec, vectors[q].tobytes(), 10) == store.knn(spec, vectors[q].tobytes(), 10, exact=True)
+
+
+def test_map_indexes_maps_just_the_databases_holding_indexes(store, tmp_path):
+    store.create_index("t", "c", "rowid", None, "m", "cosine", 8, "float")
+    conn = sqlite3.connect(tmp_path / "main.db")
+    conn.execute("attach database ? as idx", (str(tmp_path / "s.db"),))
+    conn.execute("attach database ? as plain", (str(tmp_path / "plain.db"),))
+    map_indexes(conn)
+    sizes = {schema: conn.execute(f"pragma {schema}.mmap_size").fetchone()[0] for schema in ("main", "idx", "plain")}
+    assert sizes["idx"] > 0 and sizes["main"] == sizes["plain"] == 0
 
 
 def test_a_sqlite3_without_extension_loading_gets_a_clear_message(tmp_path, monkeypatch):
