@@ -1,14 +1,17 @@
 """Datasette hook implementations: each a few lines over the modules that do the work."""
 from datasette import hookimpl
 
-from . import sql, views
-from .cli import register as register_cli
-from .sidecar import attach_served
-from .store import ExtensionUnavailable, load_sqlite_vec, map_indexes
+# Modules are imported inside the hooks that use them: importing this package is
+# then cheap, which indexing worker processes (they import it before the modules
+# they need) pay on every run.
 
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
+    from . import sql
+    from .sidecar import attach_served
+    from .store import ExtensionUnavailable, load_sqlite_vec, map_indexes
+
     try:
         load_sqlite_vec(conn)
     except ExtensionUnavailable:
@@ -21,12 +24,16 @@ def prepare_connection(conn, database, datasette):
 
 @hookimpl
 def register_commands(cli):
-    register_cli(cli)
+    from .cli import register
+
+    register(cli)
 
 
 @hookimpl
 def startup(datasette):
     from datasette.utils.sqlite import sqlite3
+
+    from .store import ExtensionUnavailable, load_sqlite_vec
 
     try:
         load_sqlite_vec(sqlite3.connect(":memory:"))
@@ -38,7 +45,7 @@ def startup(datasette):
 
 @hookimpl
 def register_routes():
-    from . import duplicates_view
+    from . import duplicates_view, views
 
     return views.routes() + [duplicates_view.route()]
 
@@ -47,21 +54,29 @@ def register_routes():
 # would stop the plugin loading on 0.65.
 @hookimpl
 def render_cell(row, value, column, table, database, datasette):
+    from . import views
+
     return views.render_cell(datasette, database, table, column, row, value)
 
 
 @hookimpl
 def table_actions(datasette, database, table):
+    from . import views
+
     return views.table_actions(datasette, database, table)
 
 
 # Datasette 1.0a only; on 0.65 the image cell on the row page links to the same page.
 @hookimpl
 def row_actions(datasette, database, table, row):
+    from . import views
+
     return views.row_actions(datasette, database, table, row)
 
 
 # Datasette 0.65 only: see views.check_form_csrf.
 @hookimpl
 def skip_csrf(datasette, scope):
+    from . import views
+
     return views.skip_csrf(datasette, scope)

@@ -12,7 +12,7 @@ import click
 
 from .duplicates import DEFAULT_NEIGHBOURS, DuplicatesError, find_duplicates
 from .images import ImageError, read_source
-from .indexer import Indexer
+from .indexer import Indexer, workers_skip_main_script
 from .plugins import UnknownMethod, get_method, get_methods
 from .search import SearchError, similar_to_image
 from .source import SourceError, count_rows, default_root, describe_source, image_value
@@ -112,7 +112,8 @@ def register(cli: click.Group) -> None:
                 rate = done[0] / max(time.monotonic() - started, 1e-6)
                 bar.update(n, f"{rate:.1f} img/s")
 
-            summary = Indexer(conn, store, source, root, specs, workers, progress).run()
+            with workers_skip_main_script():
+                summary = Indexer(conn, store, source, root, specs, workers, progress).run()
         click.echo(
             f"{summary.indexed} indexed, {summary.unchanged} unchanged, {summary.removed} removed, "
             f"{summary.failed} failed, {summary.empty} without image "

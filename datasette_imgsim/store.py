@@ -257,11 +257,17 @@ def quantized_bits(dims: int) -> int:
 def projection(dims: int, bits: int, seed: int) -> np.ndarray:
     """A (dims, bits) matrix of Gaussian random hyperplanes (SimHash), the same for
     the same seed on every machine: the normals come from PCG64's raw output (a stable
-    stream) by Box-Muller, not from a numpy sampler whose algorithm may change."""
-    raw = np.random.PCG64(seed).random_raw(dims * bits * 2)
-    uniform = ((raw >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
-    normals = np.sqrt(-2 * np.log(uniform[0::2])) * np.cos(2 * np.pi * uniform[1::2])
-    return normals.reshape(dims, bits).astype(np.float32)
+    stream) by Box-Muller, not from a numpy sampler whose algorithm may change.
+    Made in blocks of the stream: whole-matrix temporaries took 0.5 s for HOG's size."""
+    generator = np.random.PCG64(seed)
+    normals = np.empty(dims * bits, np.float32)
+    block = 1 << 18
+    for start in range(0, dims * bits, block):
+        n = min(block, dims * bits - start)
+        raw = generator.random_raw(2 * n)
+        uniform = ((raw >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+        normals[start:start + n] = np.sqrt(-2 * np.log(uniform[0::2])) * np.cos(2 * np.pi * uniform[1::2])
+    return normals.reshape(dims, bits)
 
 
 def _for_signs(vectors: np.ndarray, metric: str) -> np.ndarray:

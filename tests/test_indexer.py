@@ -165,3 +165,32 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
     assert int(result.stdout.split(" indexed")[0]) == 1500 - min(partial.values())
     for spec in store.indexes("photos"):
         assert store.counts(spec) == {"indexed": 1500, "errors": 0}
+
+
+def _pid():
+    return os.getpid()
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_workers_started_by_the_cli_skip_its_main_script(tmp_path, monkeypatch, skip):
+    """multiprocessing re-runs the parent's __main__ script in each worker; for
+    `datasette imgsim index` that is Datasette's console script (the whole app)."""
+    import contextlib
+    import multiprocessing
+    import types
+    from concurrent.futures import ProcessPoolExecutor
+
+    from datasette_imgsim.indexer import workers_skip_main_script
+
+    marker = tmp_path / "main-ran"
+    script = tmp_path / "console_script.py"
+    script.write_text(f"open({str(marker)!r}, 'a').write('ran')\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__, fake_main.__spec__ = str(script), None
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    context = multiprocessing.get_context("forkserver")
+    with workers_skip_main_script() if skip else contextlib.nullcontext():
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            assert pool.submit(_pid).result() != os.getpid()
+    assert sys.modules["__main__"] is fake_main
+    assert marker.exists() is not skip

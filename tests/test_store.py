@@ -3,7 +3,7 @@ import pytest
 
 from datasette.utils.sqlite import sqlite3
 
-from datasette_imgsim.store import ItemResult, NotFound, Store, connect, map_indexes, quote_identifier
+from datasette_imgsim.store import ItemResult, NotFound, Store, connect, map_indexes, projection, quote_identifier
 
 
 @pytest.fixture
@@ -225,3 +225,12 @@ def test_a_sqlite3_without_extension_loading_gets_a_clear_message(tmp_path, monk
     result = CliRunner().invoke(cli, ["imgsim", "status", str(tmp_path / "p.db")])
     assert result.exit_code == 1 and "cannot load SQLite extensions" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("dims,bits", [(1764, 1792), (100, 128)])
+def test_projection_is_box_muller_over_the_pcg64_stream(dims, bits):
+    """Stored bit tables were written with these hyperplanes: the stream must never change."""
+    raw = np.random.PCG64(7).random_raw(dims * bits * 2)
+    uniform = ((raw >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+    expected = np.sqrt(-2 * np.log(uniform[0::2])) * np.cos(2 * np.pi * uniform[1::2])
+    assert np.array_equal(projection(dims, bits, 7), expected.reshape(dims, bits).astype(np.float32))
