@@ -1,6 +1,6 @@
 """Indexing throughput on camera-sized JPEGs: the plugin against the naive pipeline.
 
-    python bench/index_speed.py [--photos 48] [--rows 192] [--naive 8] [--workers 2]
+    python bench/index_speed.py [--photos 48] [--rows 192] [--naive 16] [--workers 2]
 
 Makes --photos 12 MP JPEGs (4000x3000, quality 90) from scikit-image's photos
 (cached under $IMGSIM_BENCH_CACHE, default /tmp/imgsim-bench), then for each method,
@@ -133,7 +133,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=48, help="12 MP JPEGs to index")
     parser.add_argument("--rows", type=int, default=192, help="rows in the indexed table")
-    parser.add_argument("--naive", type=int, default=8, help="of which the naive pipeline reads")
+    parser.add_argument("--naive", type=int, default=16, help="of which the naive pipeline reads")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     started = time.monotonic()
