@@ -19,7 +19,8 @@ them alike, it times:
 - similar_images(): the plugin's search (bit pre-filter + exact re-rank), as the SQL
   function and pages run it, including the pk lookups;
 - phash: the same for the 64-bit index (a vec0 bit scan);
-- page JSON: GET /db/photos/-/similar/<pk>.json through Datasette (when the views exist),
+- page JSON and page HTML: GET /db/photos/-/similar/<pk>.json and the page itself
+  through Datasette (the thumbnails it shows are separate requests),
 
 and prints p50/p95 latencies, the speed-up over each baseline, recall@10 against
 numpy's exact answer, and the index's size on disk per 100k images. The run stops
@@ -43,7 +44,7 @@ from datasette_imgsim.search import similar_to_row  # noqa: E402
 from datasette_imgsim.store import ItemResult, Store, connect, projection  # noqa: E402
 
 BATCH = 4096
-NAMES = ("numpy", "numpy, 1 thread", "vec0 float", "similar_images()", "phash", "page JSON")
+NAMES = ("numpy", "numpy, 1 thread", "vec0 float", "similar_images()", "phash", "page JSON", "page HTML")
 
 try:  # numpy's BLAS threads can be slower than one on a busy machine: time both
     from threadpoolctl import threadpool_limits
@@ -175,9 +176,14 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator) 
             response = loop.run_until_complete(
                 ds.client.get(f"/{path.stem}/photos/-/similar/{pk}.json?method=cnn"))
             row["page JSON"] = time.perf_counter() - t0
-            if response.status_code != 200:
-                print(f"  page JSON: HTTP {response.status_code}: {response.text[:200]}", file=sys.stderr)
-                ds = None
+            t0 = time.perf_counter()
+            html = loop.run_until_complete(
+                ds.client.get(f"/{path.stem}/photos/-/similar/{pk}?method=cnn"))
+            row["page HTML"] = time.perf_counter() - t0
+            for name, got in (("page JSON", response), ("page HTML", html)):
+                if got.status_code != 200:
+                    print(f"  {name}: HTTP {got.status_code}: {got.text[:200]}", file=sys.stderr)
+                    ds = None
         if i < 2:
             continue
         for name, seconds in row.items():
@@ -243,11 +249,11 @@ def main(argv=None):
         ours = t["similar_images()"]
         for name in NAMES:
             if not t[name]:
-                if name == "page JSON":
+                if name.startswith("page"):
                     rows.append([f"{r['n']:,}", name, "not measured (no similar page)", "", ""])
                 continue
             p50, p95 = percentile(t[name], 50), percentile(t[name], 95)
-            ratio = ("" if name in ("similar_images()", "phash", "page JSON")
+            ratio = ("" if name in ("similar_images()", "phash", "page JSON", "page HTML")
                      else f"{p50 / percentile(ours, 50):.1f}x")
             extra = f"recall@10 {r['recall']:.3f}" if name == "similar_images()" else ""
             rows.append([f"{r['n']:,}", name, f"{p50:.1f}", f"{p95:.1f}", ratio or extra])
