@@ -68,7 +68,7 @@ RERANK_BATCH = 32
 # to its compile-time maximum): a query's bit scan reads every row's code, and
 # copying those pages into SQLite's page cache made it 35% slower (100k rows: 13.7 ms
 # against 10.0 ms mapped), the re-rank 50%. The map shares the OS page cache, so it
-# costs no memory of its own.
+# costs no memory of its own (though RSS counts mapped pages, once per connection).
 MMAP_BYTES = 1 << 40
 
 SCHEMA = """
@@ -352,7 +352,7 @@ def choose_centring(vectors: np.ndarray, mean: np.ndarray, planes: np.ndarray, m
             hamming[query] = hamming.max() + 1
             hits += np.isin(true, np.argpartition(hamming, shortlist)[:shortlist]).sum()
         found.append(hits / nearest.size)
-    best = max(range(len(CENTRINGS)), key=lambda i: (found[i] > found[0] + CENTRING_MARGIN, found[i]))
+    best = max(range(len(CENTRINGS)), key=found.__getitem__)
     return CENTRINGS[best] if found[best] > found[0] + CENTRING_MARGIN else CENTRINGS[0]
 
 
