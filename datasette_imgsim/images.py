@@ -20,6 +20,19 @@ MAX_BYTES = 256 * 1024 * 1024
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+try:
+    # iPhones have saved HEIC since 2017: most photos of a phone library. Pillow reads
+    # AVIF itself but not HEIC.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF = True
+except ImportError:  # a platform without a pillow-heif wheel
+    HEIF = False
+
+# ISO base media brands of HEIF images, to name the format when it cannot be read.
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
 Source = Union[bytes, str, os.PathLike]
 
 
@@ -90,6 +103,8 @@ def open_image(data: bytes, min_size: int = 0) -> Image.Image:
     except ImageError:
         raise
     except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS and not HEIF:
+            raise ImageError("HEIC/HEIF image: install pillow-heif to read it") from None
         raise ImageError("not a recognised image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"image too large (decompression bomb guard): {e}") from None

@@ -29,6 +29,16 @@ def jpeg_bytes(pixels: np.ndarray, quality: int = 90, **save) -> bytes:
     return out.getvalue()
 
 
+def heic_bytes(pixels: np.ndarray, quality: int = 85) -> bytes:
+    """An iPhone-style HEIC file (pillow-heif's encoder), as phones save photos."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "HEIF", quality=quality)
+    return out.getvalue()
+
+
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     return {name: photo(name) for name in PHOTO_NAMES}

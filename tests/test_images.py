@@ -8,7 +8,7 @@ from PIL import Image
 
 from datasette_imgsim.images import ImageError, load_image, open_image, read_source
 
-from .conftest import jpeg_bytes
+from .conftest import heic_bytes, jpeg_bytes
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -110,3 +110,25 @@ def test_missing_file_and_directory(tmp_path):
         read_source(tmp_path / "nope.jpg")
     with pytest.raises(ImageError, match="directory"):
         read_source(tmp_path)
+
+
+def test_heic_photos_are_read(photos):
+    data = heic_bytes(photos["chelsea"])
+    assert data[4:12] == b"ftypheic"
+    pixels = load_image(data)
+    assert pixels.shape == photos["chelsea"].shape
+    assert np.abs(pixels.astype(int) - photos["chelsea"]).mean() < 4
+
+
+def test_heic_without_pillow_heif_says_what_to_install(photos, monkeypatch):
+    from datasette_imgsim import images
+
+    def unidentified(*args, **kwargs):
+        raise images.UnidentifiedImageError("cannot identify image file")
+
+    monkeypatch.setattr(images, "HEIF", False)
+    monkeypatch.setattr(images.Image, "open", unidentified)
+    with pytest.raises(ImageError, match="install pillow-heif"):
+        load_image(heic_bytes(photos["coffee"]))
+    with pytest.raises(ImageError, match="not a recognised image format"):
+        load_image(jpeg_bytes(photos["coffee"]))

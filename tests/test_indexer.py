@@ -12,7 +12,7 @@ from datasette.cli import cli
 
 from datasette_imgsim.store import Store, connect
 
-from .conftest import jpeg_bytes, row_ids
+from .conftest import heic_bytes, jpeg_bytes, row_ids
 
 
 def index(*args):
@@ -47,6 +47,24 @@ def test_blob_table_with_text_keys(blob_db, photos):
     result = index(blob_db, "--table", "photos", "--column", "image", "--method", "phash")
     assert "1 indexed, 8 unchanged" in result.output
     assert nearest(blob_db, "photos", "chelsea", "phash", 1) == ["chelsea_small"]
+
+
+def test_heic_photos_are_indexed_with_the_rest(path_db, photo_dir, photos):
+    """A phone library: the same cat once as JPEG and once as the iPhone's HEIC."""
+    (photo_dir / "IMG_0001.HEIC").write_bytes(heic_bytes(photos["chelsea"]))
+    (photo_dir / "IMG_0002.heic").write_bytes(heic_bytes(photos["coffee"]))
+    conn = sqlite3.connect(path_db)
+    conn.executemany("insert into photos (title, path) values (?, ?)",
+                     [("chelsea_heic", "img/IMG_0001.HEIC"), ("coffee_heic", "img/IMG_0002.heic")])
+    conn.commit()
+    result = index(path_db, "--table", "photos", "--column", "path", "--method", "phash",
+                   "--method", "histogram", "--workers", "2")
+    assert "11 indexed, 0 unchanged, 0 removed, 0 failed" in result.output, result.output
+    ids = {t: row_ids(path_db, "select id from photos where title = ?", (t,))[0]
+           for t in ("chelsea", "chelsea_heic", "coffee", "coffee_heic")}
+    for method in ("phash", "histogram"):
+        assert nearest(path_db, "photos", ids["coffee_heic"], method)[0] == ids["coffee"], method
+        assert nearest(path_db, "photos", ids["chelsea_heic"], method)[0] == ids["chelsea"], method
 
 
 def test_incremental_changes_and_deletions(path_db, photo_dir, photos):

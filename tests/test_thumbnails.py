@@ -13,7 +13,7 @@ from datasette_imgsim.thumbnails import (DiskCache, MemoryCache, MissingImage, O
                                          cache_key, image_source, make_thumbnail, parse_size,
                                          safe_path)
 
-from .conftest import jpeg_bytes
+from .conftest import heic_bytes, jpeg_bytes
 
 
 @pytest.fixture
@@ -140,3 +140,8 @@ def test_concurrent_requests_make_a_thumbnail_once(root, monkeypatch):
         thread.join()
     assert calls == [24] and len(set(results)) == 1 and len(results) == 8
     assert thumbnails._making == {}
+
+
+def test_heic_thumbnail_is_a_jpeg(photos):
+    thumb = Image.open(io.BytesIO(thumbnails.make_thumbnail(heic_bytes(photos["astronaut"]), 64)))
+    assert thumb.format == "JPEG" and max(thumb.size) == 64

@@ -16,7 +16,7 @@ from PIL import Image
 
 from datasette_imgsim.views import UploadError, parse_multipart
 
-from .conftest import jpeg_bytes
+from .conftest import heic_bytes, jpeg_bytes
 
 IS_1_0 = parse(datasette_version) >= parse("1.0a0")
 
@@ -271,6 +271,16 @@ async def test_upload_finds_an_image_not_in_the_database(ds, indexed_db, photos)
     assert html.status_code == 200
     assert 'src="data:image/jpeg;base64,' in html.text
     assert html.text.index(f'data-pk="{ids["chelsea"]}"') < html.text.index('data-pk="', html.text.index(f'data-pk="{ids["chelsea"]}"') + 1)
+
+
+@pytest.mark.asyncio
+async def test_upload_of_an_iphone_heic_photo(ds, indexed_db, photos):
+    ids = ids_by_title(indexed_db)
+    response = await ds.client.post("/photos/photos/-/similar.json",
+                                    files={"image": ("IMG_0042.HEIC", heic_bytes(photos["chelsea"]), "image/heic")},
+                                    data={"k": "1", "method": "phash"})
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["pk"] == ids["chelsea"]
 
 
 @pytest.mark.asyncio
