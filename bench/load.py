@@ -6,7 +6,9 @@ Serves demo.db (demo size) and a synthetic --rows index (cnn vectors built from 
 embeddings, rows pointing at a few hundred real photo files), then runs N concurrent
 clients on the similar page JSON, thumbnails and upload search, and finally sends
 concurrent over-limit uploads. Prints one table: requests, throughput, p50/p99
-latency and errors per scenario, and the server's peak memory. Bounded in time and
+latency and errors per scenario, and the server's peak memory: private (RssAnon) and
+mapped files (RssFile: shared libraries and the memory-mapped index, counted once per
+connection mapping it). Bounded in time and
 count; only 127.0.0.1 is contacted.
 """
 from __future__ import annotations
