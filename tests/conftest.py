@@ -81,6 +81,19 @@ def blob_db(tmp_path, photos) -> Path:
     return db
 
 
+def index_photos(db: Path, *methods: str, column: str = "path", extra=()) -> Path:
+    """`datasette imgsim index` over a test database's photos table in one worker."""
+    from click.testing import CliRunner
+    from datasette.cli import cli
+
+    args = ["imgsim", "index", str(db), "--table", "photos", "--column", column]
+    for method in methods:
+        args += ["--method", method]
+    result = CliRunner().invoke(cli, [*args, "--workers", "1", *extra])
+    assert result.exit_code == 0, result.output
+    return db
+
+
 def query_dict(db: Path, sql: str, params=()) -> dict:
     """The two-column result of sql as a dict (first column -> second)."""
     conn = sqlite3.connect(db)

@@ -13,10 +13,8 @@ import time
 
 import urllib.request
 import pytest
-from click.testing import CliRunner
-from datasette.cli import cli
 
-from .conftest import jpeg_bytes
+from .conftest import index_photos, jpeg_bytes
 
 CHROMIUM = os.environ.get("IMGSIM_CHROMIUM", "/usr/bin/chromium")
 
@@ -29,10 +27,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(path_db):
-    result = CliRunner().invoke(cli, ["imgsim", "index", str(path_db), "--table", "photos",
-                                      "--column", "path", "--method", "phash",
-                                      "--method", "histogram", "--workers", "1"])
-    assert result.exit_code == 0, result.output
+    index_photos(path_db, "phash", "histogram")
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "datasette", "serve", str(path_db), "--host", "127.0.0.1",

@@ -12,7 +12,7 @@ from datasette_imgsim.duplicates import (
     neighbour_pairs, parse_threshold, prepared)
 from datasette_imgsim.store import Store, connect
 
-from .conftest import jpeg_bytes, query_dict
+from .conftest import index_photos, jpeg_bytes, query_dict
 
 
 def test_connected_groups_joins_chains_and_drops_singletons():
@@ -90,11 +90,7 @@ def dup_db(tmp_path, photos):
     conn.execute("insert into photos (name, path) values (?, ?)", ("coffee_blob", files["coffee"]))
     conn.commit()
     conn.close()
-    result = CliRunner().invoke(cli, ["imgsim", "index", str(db), "--table", "photos", "--column",
-                                      "path", "--method", "phash", "--method", "hog",
-                                      "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    return db
+    return index_photos(db, "phash", "hog")
 
 
 def names(db):

@@ -10,7 +10,7 @@ from datasette_imgsim.search import SearchError, similar_to_image, similar_to_ro
 from datasette_imgsim.sql import register_functions
 from datasette_imgsim.store import Store, connect
 
-from .conftest import jpeg_bytes, row_ids
+from .conftest import index_photos, jpeg_bytes, row_ids
 
 
 def hard_crop(pixels):
@@ -21,9 +21,7 @@ def hard_crop(pixels):
 
 @pytest.fixture
 def store(path_db):
-    result = CliRunner().invoke(cli, ["imgsim", "index", str(path_db), "--table", "photos",
-                                      "--column", "path", "--method", "phash", "--workers", "1"])
-    assert result.exit_code == 0, result.output
+    index_photos(path_db, "phash")
     return Store(connect(str(path_db)))
 
 
@@ -63,8 +61,7 @@ def test_similar_to_row_rerank_puts_the_crop_first(store, path_db):
 
 
 def test_rerank_reads_blobs(blob_db, photos):
-    CliRunner().invoke(cli, ["imgsim", "index", str(blob_db), "--table", "photos", "--column",
-                             "image", "--method", "phash", "--workers", "1"])
+    index_photos(blob_db, "phash", column="image")
     store = Store(connect(str(blob_db)))
     _, results = similar_to_image(store, "photos", jpeg_bytes(hard_crop(photos["astronaut"])), 2,
                                   "phash", rerank="geometric")

@@ -1,18 +1,15 @@
 import pytest
-from click.testing import CliRunner
-from datasette.cli import cli
 
 from datasette_imgsim.images import ImageError
 from datasette_imgsim.search import SearchError, parse_k, similar_to_image, similar_to_row
 from datasette_imgsim.store import MAX_K, NotFound, Store, connect
 
-from .conftest import jpeg_bytes, row_ids
+from .conftest import index_photos, jpeg_bytes, row_ids
 
 
 @pytest.fixture
 def store(path_db):
-    CliRunner().invoke(cli, ["imgsim", "index", str(path_db), "--table", "photos", "--column", "path",
-                             "--method", "phash", "--method", "hog", "--workers", "1"])
+    index_photos(path_db, "phash", "hog")
     return Store(connect(str(path_db)))
 
 

@@ -2,20 +2,14 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 from datasette.app import Datasette
-from datasette.cli import cli
 
-from .conftest import jpeg_bytes, row_ids
+from .conftest import index_photos, jpeg_bytes, row_ids
 
 
 @pytest.fixture
 def indexed_db(path_db):
-    result = CliRunner().invoke(cli, ["imgsim", "index", str(path_db), "--table", "photos",
-                                      "--column", "path", "--method", "histogram",
-                                      "--method", "phash", "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    return path_db
+    return index_photos(path_db, "histogram", "phash")
 
 
 async def query(db, sql, **params):

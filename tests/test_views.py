@@ -16,16 +16,13 @@ from PIL import Image
 
 from datasette_imgsim.views import UploadError, parse_multipart
 
-from .conftest import heic_bytes, jpeg_bytes
+from .conftest import heic_bytes, index_photos, jpeg_bytes
 
 IS_1_0 = parse(datasette_version) >= parse("1.0a0")
 
 
 def index(db: Path, column: str, *extra: str) -> None:
-    result = CliRunner().invoke(cli, [
-        "imgsim", "index", str(db), "--table", "photos", "--column", column,
-        "--method", "phash", "--method", "histogram", "--workers", "1", *extra])
-    assert result.exit_code == 0, result.output
+    index_photos(db, "phash", "histogram", column=column, extra=extra)
 
 
 def make_datasette(*paths, private_table: bool = False, plugin_config=None):
