@@ -70,7 +70,7 @@ def naive_hog(path):
 def naive_cnn(path):
     import cv2
 
-    from datasette_imgsim.efficientnet import get_model
+    from datasette_imgsim.methods.cnn.runtime import get_model
 
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     h, w = image.shape[:2]

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from datasette_imgsim import efficientnet
+from datasette_imgsim.methods.cnn import graph, runtime
+from datasette_imgsim.methods.cnn import weights as weight_file
 from datasette_imgsim.methods.cnn import cnn_method, imagenet_labels
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -29,7 +30,7 @@ def photos():
 
 @pytest.fixture(scope="module")
 def weights():
-    return efficientnet.read_legacy_torch_weights(efficientnet.default_weights_path())
+    return weight_file.read_legacy_torch_weights(weight_file.default_weights_path())
 
 
 def class_index(label):
@@ -108,7 +109,7 @@ def _write_legacy_file(path, state_dict, storages):
             return None
 
     with open(path, "wb") as f:
-        for header in (efficientnet.LEGACY_MAGIC_NUMBER, efficientnet.LEGACY_PROTOCOL_VERSION,
+        for header in (weight_file.LEGACY_MAGIC_NUMBER, weight_file.LEGACY_PROTOCOL_VERSION,
                        {"protocol_version": 1001, "little_endian": True}):
             pickle.dump(header, f, protocol=2)
         Pickler(f, protocol=2).dump(state_dict)
@@ -132,7 +133,7 @@ def test_reader_respects_offset_shape_and_stride(tmp_path, monkeypatch):
     _write_legacy_file(path, state_dict, [shared, other])
     monkeypatch.undo()  # the reader must not need the fake torch
 
-    weights = efficientnet.read_legacy_torch_weights(str(path))
+    weights = weight_file.read_legacy_torch_weights(str(path))
     matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(weights["matrix"], matrix)
     np.testing.assert_array_equal(weights["transposed"], matrix.T)
@@ -158,7 +159,7 @@ def test_reader_refuses_a_pickle_that_calls_os_system(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        efficientnet.read_legacy_torch_weights(str(path))
+        weight_file.read_legacy_torch_weights(str(path))
     assert not marker.exists()
 
 
@@ -166,7 +167,7 @@ def test_reader_refuses_an_evil_header(tmp_path):
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps(_Exploit(tmp_path / "pwned"), protocol=2))
     with pytest.raises(pickle.UnpicklingError):
-        efficientnet.read_legacy_torch_weights(str(path))
+        weight_file.read_legacy_torch_weights(str(path))
     assert not (tmp_path / "pwned").exists()
 
 
@@ -174,10 +175,10 @@ def test_reader_refuses_an_evil_header(tmp_path):
 
 
 def test_same_padding_matches_tensorflow():
-    assert efficientnet.same_padding(224, 3, 2) == (0, 1)
-    assert efficientnet.same_padding(56, 5, 2) == (1, 2)
-    assert efficientnet.same_padding(28, 5, 1) == (2, 2)
-    assert efficientnet.same_padding(7, 1, 1) == (0, 0)
+    assert graph.same_padding(224, 3, 2) == (0, 1)
+    assert graph.same_padding(56, 5, 2) == (1, 2)
+    assert graph.same_padding(28, 5, 1) == (2, 2)
+    assert graph.same_padding(7, 1, 1) == (0, 0)
 
 
 def _numpy_stem(weights, batch):
@@ -193,11 +194,11 @@ def _numpy_stem(weights, batch):
 def test_graph_stem_matches_a_direct_numpy_computation(weights, photos):
     import onnx
 
-    model = efficientnet.build_onnx_model(weights)
+    model = graph.build_onnx_model(weights)
     stem_output = next(n.output[0] for n in model.graph.node if n.op_type == "Clip")
     model.graph.output.insert(0, onnx.helper.make_tensor_value_info(stem_output, onnx.TensorProto.FLOAT, ["n", 32, 112, 112]))
     net = cv2.dnn.readNetFromONNX(np.frombuffer(model.SerializeToString(), np.uint8))
-    batch = efficientnet.preprocess([photos["chelsea"]])
+    batch = runtime.preprocess([photos["chelsea"]])
     net.setInput(batch, "input")
     ours = net.forward(stem_output)
     np.testing.assert_allclose(ours, _numpy_stem(weights, batch), atol=1e-4)
@@ -206,14 +207,14 @@ def test_graph_stem_matches_a_direct_numpy_computation(weights, photos):
 def test_opencv_and_onnxruntime_agree(photos):
     pytest.importorskip("onnxruntime")
     images = list(photos.values())
-    cv_embedding, cv_logits = efficientnet.EfficientNetLite0(backend="opencv").run(images)
-    ort_embedding, ort_logits = efficientnet.EfficientNetLite0(backend="onnxruntime").run(images)
+    cv_embedding, cv_logits = runtime.EfficientNetLite0(backend="opencv").run(images)
+    ort_embedding, ort_logits = runtime.EfficientNetLite0(backend="onnxruntime").run(images)
     np.testing.assert_allclose(cv_embedding, ort_embedding, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(cv_logits, ort_logits, rtol=1e-3, atol=1e-3)
 
 
 def test_model_is_built_once_per_process():
-    assert efficientnet.get_model() is efficientnet.get_model()
+    assert runtime.get_model() is runtime.get_model()
 
 
 # --- the method -----------------------------------------------------------

@@ -15,10 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Features, Method
+from ..base import Features, Method
 
 TOP_K = 5
-LABELS_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "imagenet_labels.txt")
+LABELS_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "data", "imagenet_labels.txt")
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,7 +54,7 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 def extract(images: Sequence[np.ndarray]) -> Features:
     """Module-level (so a Method holding it pickles by reference); the model is
     built on first call in each process."""
-    from ..efficientnet import get_model
+    from .runtime import get_model
 
     embeddings, logits = get_model().run(images)
     return Features(vectors=l2_normalise(embeddings), labels=top_labels(logits))
