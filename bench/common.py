@@ -16,19 +16,16 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+# The same real photos the tests use, made by one helper.
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.helpers import photo  # noqa: E402,F401
+
 CACHE = Path(os.environ.get("IMGSIM_BENCH_CACHE", "/tmp/imgsim-bench"))
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
           "immunohistochemistry", "colorwheel", "motorcycle", "camera", "coins", "horse",
           "brick", "grass", "gravel", "moon"]
-
-
-def photo(name: str) -> np.ndarray:
-    import skimage.data as data
-
-    pixels = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-    if pixels.dtype != np.uint8:
-        pixels = (pixels * 255).astype(np.uint8) if pixels.max() <= 1 else pixels.astype(np.uint8)
-    return np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
 
 
 def variant(pixels: np.ndarray, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:

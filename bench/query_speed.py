@@ -126,7 +126,7 @@ async def page_client(path: Path):
     try:
         from datasette.app import Datasette
 
-        from datasette_imgsim import views  # noqa: F401
+        from datasette_imgsim.web import similar_page  # noqa: F401
     except ImportError:
         return None
     ds = Datasette([str(path)])

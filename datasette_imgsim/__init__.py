@@ -1,23 +1,55 @@
-"""Datasette hook implementations: each a few lines over the modules that do the work."""
+"""Datasette hook implementations: each a few lines over the modules that do the work.
+
+The public Python API (api.py) is re-exported here: `from datasette_imgsim import ImageIndex`.
+"""
+from pathlib import Path
+
 from datasette import hookimpl
 
-# Modules are imported inside the hooks that use them: importing this package is
-# then cheap, which indexing worker processes (they import it before the modules
-# they need) pay on every run.
+__all__ = ["ImageIndex", "ImgsimError", "Match"]
+
+# Modules are imported inside the hooks that use them, and the API on first use: importing
+# this package is then cheap, which indexing worker processes pay on every run.
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def templates_dir() -> Path:
+    """The pages' templates: inside the package in a wheel, at the top of a checkout."""
+    packaged = Path(__file__).parent / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+
+
+@hookimpl
+def prepare_jinja2_environment(env, datasette):
+    # Datasette finds a plugin's templates/ inside its package, which is where the wheel
+    # puts them; a checkout keeps them at the top level (the design card), without a
+    # symlink, so they are added here.
+    from jinja2 import ChoiceLoader, FileSystemLoader
+
+    env.loader = ChoiceLoader([env.loader, FileSystemLoader(str(templates_dir()))])
 
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
     from . import sql
-    from .sidecar import attach_served
     from .store import ExtensionUnavailable, load_sqlite_vec, map_indexes
+    from .store.sidecar import attach_served
+    from .web.render import config
 
     try:
         load_sqlite_vec(conn)
     except ExtensionUnavailable:
         # startup() reports it once; the SQL functions still register and explain.
         pass
-    attach_served(conn, datasette, database)
+    db = datasette.databases.get(database)
+    attach_served(conn, getattr(db, "path", None), config(datasette, database).get("index_db"))
     map_indexes(conn)
     sql.register_functions(conn)
 
@@ -45,38 +77,38 @@ def startup(datasette):
 
 @hookimpl
 def register_routes():
-    from . import duplicates_view, views
+    from .web import routes
 
-    return views.routes() + [duplicates_view.route()]
+    return routes()
 
 
 # Only arguments both Datasette 0.65 and 1.0a pass: a 1.0a-only one (request)
 # would stop the plugin loading on 0.65.
 @hookimpl
 def render_cell(row, value, column, table, database, datasette):
-    from . import views
+    from .web import decorations
 
-    return views.render_cell(datasette, database, table, column, row, value)
+    return decorations.render_cell(datasette, database, table, column, row, value)
 
 
 @hookimpl
 def table_actions(datasette, database, table):
-    from . import views
+    from .web import decorations
 
-    return views.table_actions(datasette, database, table)
+    return decorations.table_actions(datasette, database, table)
 
 
 # Datasette 1.0a only; on 0.65 the image cell on the row page links to the same page.
 @hookimpl
 def row_actions(datasette, database, table, row):
-    from . import views
+    from .web import decorations
 
-    return views.row_actions(datasette, database, table, row)
+    return decorations.row_actions(datasette, database, table, row)
 
 
-# Datasette 0.65 only: see views.check_form_csrf.
+# Datasette 0.65 only: see web/upload.py's check_form_csrf.
 @hookimpl
 def skip_csrf(datasette, scope):
-    from . import views
+    from .web import upload
 
-    return views.skip_csrf(datasette, scope)
+    return upload.skip_csrf(datasette, scope)

@@ -11,6 +11,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .errors import ImageError
+
 # Above the largest cameras (100 MP medium format) yet a bound on what one decode
 # may allocate (a PNG or TIFF decodes at full size: ~450 MB of RGB at this limit).
 MAX_PIXELS = 150_000_000
@@ -36,8 +38,7 @@ HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"
 Source = Union[bytes, str, os.PathLike]
 
 
-class ImageError(Exception):
-    """An input that cannot be turned into pixels; the message is for the user."""
+# ImageError: an input that cannot be turned into pixels (errors.py).
 
 
 def resolve_path(value: str, root: Union[str, os.PathLike]) -> Path:

@@ -9,20 +9,22 @@ Features are computed on demand for a bounded number of candidates (CANDIDATES) 
 images decoded at reduced size, with a small per-process cache (LRU, CACHE_SIZE
 images). Storing them at index time would cost 64-256 KB per image (500 SIFT
 descriptors) to save the ~50 ms of decoding and extraction per cold candidate; see
-docs/readme-duplicates.md for the measured latencies.
+the README's "Geometric re-ranking" section for the measured latencies.
 """
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
-from .images import ImageError, load_image, resolve_path
-from .source import image_value
-from .store import IndexSpec, NotFound, Store
+from .errors import ImageError, NotFound, RerankError
+from .images import load_image, resolve_path
+from .source import blob_fingerprint, file_fingerprint, image_value
+from .store import IndexSpec, Store
 
 RERANK_METHODS = ("geometric",)
 CANDIDATES = 20  # re-rank at most this many of the nearest results
@@ -31,10 +33,6 @@ LONG_SIDE = 384  # images are matched at this size at most
 FEATURES = 500  # SIFT keypoints kept per image
 RATIO = 0.75
 CACHE_SIZE = 512
-
-
-class RerankError(ValueError):
-    """An unknown re-ranking option; the message is for the user."""
 
 
 def parse_rerank(value: Any) -> Optional[str]:
@@ -107,7 +105,7 @@ def _inliers(a: LocalFeatures, b: LocalFeatures) -> int:
 
 # --- candidates' images ----------------------------------------------------------------
 
-_cache: "collections.OrderedDict[tuple, LocalFeatures]" = collections.OrderedDict()
+_cache: "collections.OrderedDict[str, LocalFeatures]" = collections.OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -131,17 +129,12 @@ def row_features(store: Store, spec: IndexSpec, pk) -> Optional[LocalFeatures]:
     except ImageError:
         return None
     if isinstance(source, bytes):
-        import hashlib
-
-        key = ("blob", hashlib.blake2b(source, digest_size=16).digest())
+        key = blob_fingerprint(source)
     else:
-        import os
-
         try:
-            stat = os.stat(source)
+            key = f"{file_fingerprint(os.stat(source))}:{source}"
         except OSError:
             return None
-        key = ("file", source, stat.st_size, stat.st_mtime_ns)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)

@@ -3,25 +3,16 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
+
+from .errors import NotFound, SearchError
 from .images import load_image
 from .plugins import get_method
-from .rerank import CANDIDATES, RerankError, query_features, row_image
-from .rerank import parse_rerank as _parse_rerank
+from .rerank import CANDIDATES, parse_rerank, query_features, row_image
 from .rerank import rerank as geometric_rerank
-from .store import MAX_K, IndexSpec, NotFound, Store
+from .store import MAX_K, IndexSpec, Store
 
 DEFAULT_K = 10
-
-
-class SearchError(ValueError):
-    """Bad arguments to a search; the message is for the user."""
-
-
-def parse_rerank(value: Any) -> Optional[str]:
-    try:
-        return _parse_rerank(value)
-    except RerankError as e:
-        raise SearchError(str(e)) from None
 
 
 def parse_k(k: Any, default: int = DEFAULT_K) -> int:
@@ -59,12 +50,12 @@ def similar_to_row(store: Store, table: str, pk: Any, k: Any = None,
     return spec, results[:k]
 
 
-def embed_image(spec: IndexSpec, data: bytes) -> bytes:
+def embed_image(spec: IndexSpec, data: bytes) -> np.ndarray:
     """An image's vector as the index stores it (ImageError if it is not an image)."""
     method = get_method(spec.method)
     pixels = load_image(data, method.min_size)
     features = method.extract([pixels])
-    return method.vectors_for(features.vectors, spec.metric)[0].tobytes()
+    return method.vectors_for(features.vectors, spec.metric)[0]
 
 
 def similar_to_image(store: Store, table: str, data: bytes, k: Any = None,
@@ -76,7 +67,7 @@ def similar_to_image(store: Store, table: str, data: bytes, k: Any = None,
     return spec, similar_to_vector(store, spec, embed_image(spec, data), k, rerank, data)
 
 
-def similar_to_vector(store: Store, spec: IndexSpec, vector: bytes, k: Any = None,
+def similar_to_vector(store: Store, spec: IndexSpec, vector: np.ndarray, k: Any = None,
                       rerank: Optional[str] = None, image: Optional[bytes] = None) -> list[dict]:
     """The k rows nearest to a vector made by embed_image(); re-ranking also needs the
     image bytes. Split from similar_to_image so a server can embed off its database thread."""

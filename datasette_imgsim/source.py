@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+from .errors import NotFound, SourceError
 from .images import resolve_path
-from .store import NotFound, quote_identifier
-
-
-class SourceError(ValueError):
-    """A table, column or key the user named that cannot be used; the message is for the user."""
+from .store import is_internal, key_candidates, quote_identifier
 
 
 @dataclass(frozen=True)
@@ -41,8 +38,8 @@ def describe_source(conn, table: str, column: str, pk: Optional[str] = None) -> 
     ).fetchone()
     if row is None:
         names = [r[0] for r in conn.execute(
-            "select name from sqlite_master where type in ('table','view') "
-            "and name not like '\\_imgsim\\_%' escape '\\' and name not like 'sqlite_%' order by name")]
+            "select name from sqlite_master where type in ('table','view') order by name")
+            if not is_internal(r[0])]
         raise SourceError(
             f"no table or view named {table!r}" + (f"; tables: {', '.join(names[:20])}" if names else "")
         )
@@ -70,11 +67,21 @@ def describe_source(conn, table: str, column: str, pk: Optional[str] = None) -> 
     return SourceTable(table, column, "rowid", False)
 
 
+def blob_fingerprint(data: bytes) -> str:
+    """What identifies a BLOB image's content: its length and a content hash."""
+    return f"blob:{len(data)}:{hashlib.blake2b(data, digest_size=16).hexdigest()}"
+
+
+def file_fingerprint(stat: os.stat_result) -> str:
+    """What identifies a version of an image file: size and modification time (cheap,
+    and changes when the file does)."""
+    return f"file:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def fingerprint(value: Any, root: Union[str, os.PathLike]) -> tuple[Optional[str], Any]:
     """What identifies this version of a row's image, and the source to load it from.
 
-    Paths: size and modification time (cheap, changes when the file does).
-    BLOBs: a content hash. NULL or empty: (None, None), meaning no image.
+    NULL or empty: (None, None), meaning no image; a file that is not there: "missing".
     """
     if value is None:
         return None, None
@@ -82,7 +89,7 @@ def fingerprint(value: Any, root: Union[str, os.PathLike]) -> tuple[Optional[str
         data = bytes(value)
         if not data:
             return None, None
-        return f"blob:{len(data)}:{hashlib.blake2b(data, digest_size=16).hexdigest()}", data
+        return blob_fingerprint(data), data
     text = str(value).strip()
     if not text:
         return None, None
@@ -91,7 +98,7 @@ def fingerprint(value: Any, root: Union[str, os.PathLike]) -> tuple[Optional[str
         stat = path.stat()
     except OSError:
         return "missing", str(path)
-    return f"file:{stat.st_size}:{stat.st_mtime_ns}", str(path)
+    return file_fingerprint(stat), str(path)
 
 
 def image_value(conn, spec, pk) -> Any:
@@ -100,10 +107,7 @@ def image_value(conn, spec, pk) -> Any:
     spec is the row's IndexSpec; a key that arrived as text (a URL) also matches an
     integer key. NotFound when no row has that key."""
     sql = SourceTable(spec.table, spec.column, spec.pk, False).row_sql()
-    candidates = [pk]
-    if isinstance(pk, str) and pk.lstrip("-").isdigit():
-        candidates.append(int(pk))
-    for candidate in candidates:
+    for candidate in key_candidates(pk):
         row = conn.execute(sql, (candidate,)).fetchone()
         if row is not None:
             return row[1]

@@ -1,14 +1,11 @@
-"""SQL functions: thin wrappers over search that return JSON text for json_each()."""
+"""SQL functions: thin wrappers over api.ImageIndex that return JSON text for json_each()."""
 from __future__ import annotations
 
 import ctypes
 import json
 
-from .images import ImageError
-from .search import SearchError, similar_to_image, similar_to_row
-from .store import NotFound, Store
-
-USER_ERRORS = (NotFound, SearchError, ImageError, ValueError)
+from .api import ImageIndex
+from .errors import ImgsimError
 
 
 class ImgsimSQLError(Exception):
@@ -19,7 +16,7 @@ class ImgsimSQLError(Exception):
 def _call(fn, *args):
     try:
         return fn(*args)
-    except USER_ERRORS as e:
+    except ImgsimError as e:
         raise ImgsimSQLError(str(e)) from None
 
 
@@ -35,8 +32,8 @@ def _arguments(name, args, second):
     return table, value, k, method, rerank
 
 
-def _borrowed_store(conn):
-    """A callable giving a Store over conn without holding a reference to conn.
+def _borrowed_index(conn):
+    """A callable giving an ImageIndex over conn without holding a reference to conn.
 
     A function registered on a connection must not reference that connection:
     the cycle lets the garbage collector free the connection while a cursor of
@@ -45,28 +42,30 @@ def _borrowed_store(conn):
     while their connection is alive, so a borrowed reference is safe here.
     """
     address = id(conn)
-    return lambda: Store(ctypes.cast(address, ctypes.py_object).value)
+    return lambda: ImageIndex.over(ctypes.cast(address, ctypes.py_object).value)
+
+
+def _json(matches) -> str:
+    return json.dumps([m.to_dict() for m in matches])
 
 
 def register_functions(conn) -> None:
-    store_of = _borrowed_store(conn)
+    index_of = _borrowed_index(conn)
 
     def similar_images(*args):
         table, pk, k, method, rerank = _arguments("similar_images", args, "pk")
-        spec, results = _call(similar_to_row, store_of(), table, pk, k, method, rerank)
-        return json.dumps(results)
+        return _json(_call(index_of().similar_to_row, table, pk, k, method, rerank))
 
-    def similar_to_image_(*args):
+    def similar_to_image(*args):
         table, data, k, method, rerank = _arguments("similar_to_image", args, "image")
         if not isinstance(data, bytes):
             raise ImgsimSQLError("similar_to_image: image must be a BLOB of image bytes")
-        spec, results = _call(similar_to_image, store_of(), table, data, k, method, rerank)
-        return json.dumps(results)
+        return _json(_call(index_of().similar_to_image, table, data, k, method, rerank))
 
     def imgsim_labels(table, pk):
         return json.dumps([{"label": label, "probability": round(p, 4)}
-                           for label, p in _call(store_of().labels, table, pk)])
+                           for label, p in _call(index_of().labels, table, pk)])
 
     conn.create_function("similar_images", -1, similar_images)
-    conn.create_function("similar_to_image", -1, similar_to_image_)
+    conn.create_function("similar_to_image", -1, similar_to_image)
     conn.create_function("imgsim_labels", 2, imgsim_labels)

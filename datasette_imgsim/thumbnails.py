@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .images import ImageError, open_image, read_source, resolve_path
+from .errors import ImageError, MissingImage, OutsideRoot, ThumbnailError  # noqa: F401 (re-exported)
+from .images import open_image, read_source, resolve_path
+from .source import blob_fingerprint, file_fingerprint
 
 DEFAULT_SIZE = 256
 MIN_SIZE = 16
@@ -21,20 +23,6 @@ MAX_SIZE = 1600
 FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 # Bump when the output of make_thumbnail changes, so cached copies and ETags expire.
 VERSION = "1"
-
-
-class ThumbnailError(Exception):
-    """The row's image cannot be served; status and message are for the user."""
-
-    status = 404
-
-
-class OutsideRoot(ThumbnailError):
-    status = 403
-
-
-class MissingImage(ThumbnailError):
-    status = 404
 
 
 def parse_size(value: Any) -> int:
@@ -91,7 +79,7 @@ def image_source(value: Any, root: Optional[str]) -> ImageSource:
         data = bytes(value)
         if not data:
             raise MissingImage("this row's image is empty")
-        return ImageSource(data, None, "blob:" + hashlib.blake2b(data, digest_size=16).hexdigest())
+        return ImageSource(data, None, blob_fingerprint(data))
     if value is None or not str(value).strip():
         raise MissingImage("this row has no image")
     path = safe_path(str(value).strip(), root)
@@ -103,7 +91,7 @@ def image_source(value: Any, root: Optional[str]) -> ImageSource:
         raise MissingImage("image file cannot be read") from None
     if not path.is_file():
         raise MissingImage("image path is not a file")
-    return ImageSource(None, path, f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}")
+    return ImageSource(None, path, f"{file_fingerprint(stat)}:{path}")
 
 
 def cache_key(source: ImageSource, size: int, fmt: str) -> str:

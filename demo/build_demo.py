@@ -555,45 +555,19 @@ def index(path: Path, workers: int) -> None:
         command += ["--method", method]
     print(" ".join(command[1:]), file=sys.stderr)
     subprocess.run(command, check=True)
-    conn = sqlite3.connect(path)
-    errors = conn.execute("select count(*) from _imgsim_items where error is not null").fetchone()[0]
-    conn.close()
+    from datasette_imgsim import ImageIndex
+
+    with ImageIndex.open(path) as images:
+        errors = sum(row["errors"] for row in images.status())
     if errors:
-        raise BuildError(f"{errors} images failed to index: select * from _imgsim_errors")
-    compact_vectors(path)
+        raise BuildError(f"{errors} images failed to index: datasette imgsim status {path}")
+    # vec0 tables are made with small chunks (store/vec0.py), so 64 photos take the
+    # space of 64, not of vec0's default chunk of 1024.
     conn = sqlite3.connect(path)
     conn.execute("vacuum")
     # The indexer leaves the file in WAL mode; a tracked, read-mostly file is better
     # in rollback mode (no -wal/-shm files appear beside it when it is opened).
     conn.execute("pragma journal_mode = delete")
-    conn.close()
-
-
-VEC_CHUNK_SIZE = 64
-
-
-def compact_vectors(path: Path) -> None:
-    """Recreate each vec0 table with a small chunk_size, same name, columns and vectors.
-
-    sqlite-vec allocates vectors in chunks of 1024 by default, so 64 photos would take
-    the space of 1024 (14.5 MB for cnn + histogram + hog here). Readers see the same
-    table; later incremental runs keep adding to it. Skipped for tables that already
-    set a chunk_size."""
-    from datasette_imgsim.store import connect, quote_identifier
-
-    conn = connect(str(path))
-    tables = conn.execute("select vec_table, element_type from _imgsim_indexes").fetchall()
-    for table, element_type in tables:
-        sql = conn.execute("select sql from sqlite_schema where name = ?", (table,)).fetchone()[0]
-        if "chunk_size" in sql:
-            continue
-        name = quote_identifier(table)
-        rows = conn.execute(f"select rowid, embedding from {name} order by rowid").fetchall()
-        value = "vec_bit(?)" if element_type == "bit" else "?"
-        with conn:
-            conn.execute(f"drop table {name}")
-            conn.execute(sql.rstrip().rstrip(")") + f", chunk_size={VEC_CHUNK_SIZE})")
-            conn.executemany(f"insert into {name}(rowid, embedding) values (?, {value})", rows)
     conn.close()
 
 

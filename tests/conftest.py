@@ -1,42 +1,16 @@
-"""Fixtures: real photos (scikit-image's bundled ones) and photo databases built from them."""
+"""Fixtures: real photos (scikit-image's bundled ones) and photo databases built from them.
+Shared functions live in helpers.py (re-exported here for older imports)."""
 from __future__ import annotations
 
-import io
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from .helpers import heic_bytes, index_photos, jpeg_bytes, photo, query_dict, row_ids  # noqa: F401
 
 PHOTO_NAMES = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hubble", "retina", "coins"]
-
-
-def photo(name: str) -> np.ndarray:
-    import skimage.data as data
-
-    if name == "motorcycle":
-        return data.stereo_motorcycle()[0]
-    if name == "hubble":
-        return data.hubble_deep_field()
-    pixels = getattr(data, name)()
-    return np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
-
-
-def jpeg_bytes(pixels: np.ndarray, quality: int = 90, **save) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "JPEG", quality=quality, **save)
-    return out.getvalue()
-
-
-def heic_bytes(pixels: np.ndarray, quality: int = 85) -> bytes:
-    """An iPhone-style HEIC file (pillow-heif's encoder), as phones save photos."""
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "HEIF", quality=quality)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -79,33 +53,3 @@ def blob_db(tmp_path, photos) -> Path:
     conn.commit()
     conn.close()
     return db
-
-
-def index_photos(db: Path, *methods: str, column: str = "path", extra=()) -> Path:
-    """`datasette imgsim index` over a test database's photos table in one worker."""
-    from click.testing import CliRunner
-    from datasette.cli import cli
-
-    args = ["imgsim", "index", str(db), "--table", "photos", "--column", column]
-    for method in methods:
-        args += ["--method", method]
-    result = CliRunner().invoke(cli, [*args, "--workers", "1", *extra])
-    assert result.exit_code == 0, result.output
-    return db
-
-
-def query_dict(db: Path, sql: str, params=()) -> dict:
-    """The two-column result of sql as a dict (first column -> second)."""
-    conn = sqlite3.connect(db)
-    try:
-        return dict(conn.execute(sql, params))
-    finally:
-        conn.close()
-
-
-def row_ids(db: Path, sql: str, params=()) -> list:
-    conn = sqlite3.connect(db)
-    try:
-        return [r[0] for r in conn.execute(sql, params)]
-    finally:
-        conn.close()

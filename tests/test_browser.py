@@ -14,7 +14,7 @@ import time
 import urllib.request
 import pytest
 
-from .conftest import index_photos, jpeg_bytes
+from .helpers import index_photos, jpeg_bytes
 
 CHROMIUM = os.environ.get("IMGSIM_CHROMIUM", "/usr/bin/chromium")
 

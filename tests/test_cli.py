@@ -4,7 +4,7 @@ import json
 from click.testing import CliRunner
 from datasette.cli import cli
 
-from .conftest import jpeg_bytes
+from .helpers import jpeg_bytes
 
 
 def run(*args):

@@ -12,7 +12,7 @@ from datasette.app import Datasette
 
 from datasette_imgsim.store import connect
 
-from .conftest import jpeg_bytes
+from .helpers import jpeg_bytes
 
 ROWS = 1200
 

@@ -12,7 +12,7 @@ from datasette_imgsim.duplicates import (
     neighbour_pairs, parse_threshold, prepared)
 from datasette_imgsim.store import Store, connect
 
-from .conftest import index_photos, jpeg_bytes, query_dict
+from .helpers import index_photos, jpeg_bytes, query_dict
 
 
 def test_connected_groups_joins_chains_and_drops_singletons():

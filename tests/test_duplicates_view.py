@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 from datasette_test import actor_cookie
 
-from .conftest import jpeg_bytes, query_dict
+from .helpers import jpeg_bytes, query_dict
 from .test_views import index, make_datasette
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from datasette_imgsim.images import ImageError, load_image
 from datasette_imgsim.plugins import get_method
 
-from .conftest import jpeg_bytes
+from .helpers import jpeg_bytes
 
 
 def encode(img, fmt, **kw):

@@ -12,7 +12,7 @@ from datasette.cli import cli
 
 from datasette_imgsim.store import Store, connect
 
-from .conftest import heic_bytes, jpeg_bytes, row_ids
+from .helpers import heic_bytes, jpeg_bytes, row_ids
 
 
 def index(*args):

@@ -8,7 +8,7 @@ from datasette_imgsim.methods.histogram import colour_histogram
 from datasette_imgsim.plugins import get_method
 from datasette_imgsim.store import Store, connect
 
-from .conftest import jpeg_bytes
+from .helpers import jpeg_bytes
 
 
 def index_vectors(tmp_path, method, metric, images):

@@ -10,7 +10,7 @@ from datasette_imgsim.search import SearchError, similar_to_image, similar_to_ro
 from datasette_imgsim.sql import register_functions
 from datasette_imgsim.store import Store, connect
 
-from .conftest import index_photos, jpeg_bytes, row_ids
+from .helpers import index_photos, jpeg_bytes, row_ids
 
 
 def hard_crop(pixels):

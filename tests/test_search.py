@@ -4,7 +4,7 @@ from datasette_imgsim.images import ImageError
 from datasette_imgsim.search import SearchError, parse_k, similar_to_image, similar_to_row
 from datasette_imgsim.store import MAX_K, NotFound, Store, connect
 
-from .conftest import index_photos, jpeg_bytes, row_ids
+from .helpers import index_photos, jpeg_bytes, row_ids
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from datasette.app import Datasette
 from datasette.cli import cli
 
-from datasette_imgsim.sidecar import find_sidecar, sidecar_path
+from datasette_imgsim.store.sidecar import find_sidecar, sidecar_path
 
-from .conftest import row_ids
+from .helpers import row_ids
 
 
 def digest(path):

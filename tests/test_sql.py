@@ -4,7 +4,7 @@ import json
 import pytest
 from datasette.app import Datasette
 
-from .conftest import index_photos, jpeg_bytes, row_ids
+from .helpers import index_photos, jpeg_bytes, row_ids
 
 
 @pytest.fixture

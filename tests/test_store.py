@@ -5,6 +5,8 @@ import pytest
 
 from datasette.utils.sqlite import sqlite3
 
+from datasette_imgsim.errors import InvalidName
+
 from datasette_imgsim.store import (
     ItemResult, NotFound, Store, choose_centring, connect, map_indexes, projection, quote_identifier, sign_bits,
 )
@@ -89,7 +91,7 @@ def test_odd_table_names_get_safe_vector_tables(store):
     spec, _ = store.create_index('my "photos"; drop table x', "c", "rowid", None, "m", "l2", 2, "float")
     assert spec.vec_table == "_imgsim_my_photos_drop_table_x_m"
     assert quote_identifier('a"b') == '"a""b"'
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidName):
         quote_identifier("")
 
 
@@ -130,7 +132,8 @@ def test_prefiltered_knn_returns_the_exact_top_10(store, metric):
 
 
 def test_mean_is_stored_with_the_index_and_refitted_while_small(store):
-    from datasette_imgsim.store import MEAN_SAMPLE_ROWS, _decode_mean
+    from datasette_imgsim.store import MEAN_SAMPLE_ROWS
+    from datasette_imgsim.store.quantize import decode_mean as _decode_mean
 
     vectors = clustered(n=1100)
     spec, _ = store.create_index("t", "c", "rowid", None, "m", "cosine", 256, "float")
@@ -212,7 +215,7 @@ def test_a_sqlite3_without_extension_loading_gets_a_clear_message(tmp_path, monk
     from click.testing import CliRunner
     from datasette.cli import cli
 
-    from datasette_imgsim import store as store_module
+    from datasette_imgsim.store import connection as store_module
     from datasette_imgsim.store import ExtensionUnavailable, load_sqlite_vec
 
     class NoExtensions:

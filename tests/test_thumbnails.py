@@ -13,7 +13,7 @@ from datasette_imgsim.thumbnails import (DiskCache, MemoryCache, MissingImage, O
                                          cache_key, image_source, make_thumbnail, parse_size,
                                          safe_path)
 
-from .conftest import heic_bytes, jpeg_bytes
+from .helpers import heic_bytes, jpeg_bytes
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from datasette_test import Datasette, actor_cookie
 from packaging.version import parse
 from PIL import Image
 
-from datasette_imgsim.views import UploadError, parse_multipart
+from datasette_imgsim.errors import UploadError
+from datasette_imgsim.web.upload import parse_multipart
 
-from .conftest import heic_bytes, index_photos, jpeg_bytes
+from .helpers import heic_bytes, index_photos, jpeg_bytes
 
 IS_1_0 = parse(datasette_version) >= parse("1.0a0")
 

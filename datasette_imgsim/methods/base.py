@@ -54,6 +54,16 @@ class Method:
     description: str = ""
     prepare: Optional[Callable[[np.ndarray, str], np.ndarray]] = None
     metrics: tuple[str, ...] = field(default=())
+    # Near-duplicates (duplicates.py): the default largest distance between members of a
+    # group, the largest still called an edited copy, and the distance at or under which
+    # two images are the same picture only a re-encode apart. None: FALLBACK_THRESHOLD.
+    duplicate_threshold: Optional[float] = None
+    copy_threshold: Optional[float] = None
+    exact_distance: float = 0.0
+    # Which index a table's queries use when none is named: the highest priority built.
+    default_priority: int = 0
+    # Bumped when the vectors a method extracts change, so an index records what it holds.
+    version: int = 1
 
     def __post_init__(self):
         if self.element_type not in ("float", "bit"):

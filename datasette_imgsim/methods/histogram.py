@@ -40,6 +40,10 @@ def histogram_method():
         extract=extract,
         min_size=128,
         batch_size=1,
+        duplicate_threshold=0.005,
+        copy_threshold=0.005,
+        exact_distance=0.0005,
+        default_priority=10,
         prepare=prepare,
         description="RGB colour histogram (8x8x8 bins); cosine = correlation, l2 = Hellinger",
     )

@@ -36,5 +36,9 @@ def hog_method():
         metric="cosine",
         extract=extract,
         min_size=128,
+        duplicate_threshold=0.05,
+        copy_threshold=0.05,
+        exact_distance=0.002,
+        default_priority=15,
         description="HOG of a 64x64 grey resize (shape and edges, ignores colour)",
     )

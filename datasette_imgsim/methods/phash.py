@@ -27,5 +27,11 @@ def phash_method():
         metric="hamming",
         extract=extract,
         min_size=64,
+        # bench/accuracy.py --calibrate: the largest distance that keeps unrelated
+        # pictures and most similar shots out.
+        duplicate_threshold=10.0,
+        copy_threshold=10.0,
+        exact_distance=0.0,
+        default_priority=20,
         description="64-bit DCT perceptual hash; Hamming distance (near-duplicates)",
     )

@@ -72,6 +72,11 @@ def cnn_method() -> Method:
         # decode keeps the shorter side at least min_size).
         min_size=256,
         batch_size=16,
+        duplicate_threshold=0.05,
+        copy_threshold=0.05,
+        exact_distance=0.005,
+        # What the photo shows: the best single answer to "which images look like this?".
+        default_priority=100,
         description=(
             "EfficientNet-Lite0 (ImageNet) embedding: what the photo shows, "
             "robust to cropping, colour and small edits; also stores the top-5 "

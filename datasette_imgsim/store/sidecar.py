@@ -1,13 +1,20 @@
 """Index databases kept beside an app-owned photo database, attached when it is served."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from .store import INDEX_FINDERS, file_uri, map_into_memory, quote_identifier
+from .connection import file_uri, map_into_memory, quote_identifier
 
 SUFFIX = "-imgsim.db"
 SCHEMA = "_imgsim_index"
+
+# Per served database file: a callable that attaches its index database to a connection
+# if that file exists now (a sidecar created while Datasette serves the photos). Keyed
+# by the database's real path, so it stays as small as the set of served databases.
+_late_attachers: dict[str, Callable] = {}
+_lock = threading.Lock()
 
 
 def sidecar_path(database_path) -> Path:
@@ -30,36 +37,47 @@ def find_sidecar(database_path, configured: Optional[str] = None) -> Optional[Pa
     return path if path.exists() else None
 
 
+def attached_files(conn) -> dict[str, str]:
+    """{schema name: file} of a connection's databases."""
+    return {row[1]: row[2] for row in conn.execute("pragma database_list")}
+
+
 def attach(conn, path) -> None:
     """Attach an index database read-only. Unqualified _imgsim_ names then resolve to it
     (SQLite searches main, then attached databases), so queries work unchanged."""
-    attached = {row[1] for row in conn.execute("pragma database_list")}
-    if SCHEMA in attached:
+    if SCHEMA in attached_files(conn):
         return
     conn.execute(f"attach database ? as {quote_identifier(SCHEMA)}", (file_uri(path, "ro"),))
     map_into_memory(conn, SCHEMA)
 
 
-def attach_served(conn, datasette, database: str) -> None:
+def attach_late(conn) -> bool:
+    """Attach the index database of conn's main database if one appeared since; True if
+    it did."""
+    main = attached_files(conn).get("main") or ""
+    with _lock:
+        attacher = _late_attachers.get(str(Path(main).resolve())) if main else None
+    return bool(attacher and attacher(conn))
+
+
+def attach_served(conn, database_path, configured: Optional[str]) -> None:
     """Attach the index database of a database Datasette serves (plugin config
-    `index_db`, or the naming convention), so SQL functions and pages find it;
-    one created later (indexing while serving) is attached on first use."""
-    db = datasette.databases.get(database)
-    path = getattr(db, "path", None)
-    if path is None:
+    `index_db`, or the naming convention), so SQL functions and pages find it; one
+    created later (indexing while serving) is attached on first use."""
+    if database_path is None:
         return
-    config = datasette.plugin_config("datasette-imgsim", database=database) or {}
-    main_file = str(Path(path).resolve())
+    main_file = str(Path(database_path).resolve())
 
     def attach_if_present(connection) -> bool:
-        files = {row[1]: row[2] for row in connection.execute("pragma database_list")}
+        files = attached_files(connection)
         if SCHEMA in files or str(Path(files.get("main") or "").resolve()) != main_file:
             return False
-        sidecar = find_sidecar(path, config.get("index_db"))
-        if sidecar is None or not sidecar.exists() or sidecar.resolve() == Path(main_file):
+        found = find_sidecar(database_path, configured)
+        if found is None or not found.exists() or found.resolve() == Path(main_file):
             return False
-        attach(connection, sidecar)
+        attach(connection, found)
         return True
 
     attach_if_present(conn)
-    INDEX_FINDERS[id(conn)] = attach_if_present
+    with _lock:
+        _late_attachers[main_file] = attach_if_present

@@ -1,23 +1,18 @@
 """GET /{database}/{table}/-/duplicates[.json]: near-duplicate groups, paged, with the
-threshold adjustable. Thin over duplicates.find_duplicates; permissions through
-views.visible_table, thumbnails through the thumbnail route."""
+threshold adjustable. Thin over ImageIndex.duplicates; thumbnails through the thumbnail route."""
 from __future__ import annotations
-
-from urllib.parse import urlencode
 
 from datasette import Response
 
-from .duplicates import THRESHOLDS, DuplicatesError, copy_threshold, find_duplicates
-from .views import (SEGMENT, GRID_SIZE, Urls, cache_headers, database_color, fetch_rows,
-                    in_db, lookup, caption, visible_table)
-from .store import Store
+from ..api import ImageIndex
+from ..duplicates import copy_threshold, default_threshold
+from .links import Urls
+from .permissions import visible_table
+from .render import cache_headers, database_color, in_db
+from .results import GRID_SIZE
+from .rows import caption, fetch_rows, lookup
 
-ROUTE = rf"^/(?P<database>{SEGMENT})/(?P<table>{SEGMENT})/-/duplicates(?P<format>\.json)?$"
 PER_PAGE = 20
-
-
-def route():
-    return (ROUTE, duplicates_view)
 
 
 def _page(value) -> int:
@@ -35,25 +30,20 @@ async def duplicates_view(datasette, request):
     as_json = request.url_vars.get("format") == ".json"
 
     def work(conn):
-        store = Store(conn)
-        spec = store.index(table, method)
-        try:
-            found = find_duplicates(store, spec, threshold)
-        except DuplicatesError as e:
-            raise ValueError(str(e)) from None
+        images = ImageIndex.over(conn)
+        spec = images.index(table, method)
+        found = images.duplicates(table, spec.method, threshold)
         shown = found.groups[(page - 1) * PER_PAGE: page * PER_PAGE]
         rows = fetch_rows(conn, spec, [m.pk for g in shown for m in g.members])
-        return spec, store.indexes(table), found, shown, rows
+        return spec, images.store.indexes(table), found, shown, rows
 
     spec, specs, found, shown, rows = await in_db(db, work)
-    urls = Urls(datasette, db, table)
-    base = f"{urls.base}/-/duplicates"
+    urls = Urls(datasette, db.name, table)
 
     def link(suffix="", **changes):
         args = {"method": method, "threshold": threshold, "page": page if page > 1 else None}
         args.update(changes)
-        query = urlencode({k: v for k, v in args.items() if v is not None})
-        return base + suffix + (f"?{query}" if query else "")
+        return urls.duplicates(suffix, **args)
 
     pages = max(1, -(-len(found.groups) // PER_PAGE))
     data = found.to_dict()
@@ -74,8 +64,8 @@ async def duplicates_view(datasette, request):
     context = {
         "database": db.name, "color": database_color(db), "table": table, "spec": spec,
         "data": data, "private": private, "threshold": found.threshold,
-        "default_threshold": THRESHOLDS.get(spec.method, (None,))[0],
-        "form_url": base, "json_url": link(".json"), "table_url": urls.base,
+        "default_threshold": default_threshold(spec.method),
+        "form_url": urls.duplicates(), "json_url": link(".json"), "table_url": urls.base,
         "methods": [{"method": s.method, "url": link(method=s.method, threshold=None, page=None),
                      "current": s.method == spec.method} for s in specs],
         "previous_url": link(page=page - 1) if page > 1 else None,

@@ -1,0 +1,265 @@
+"""Store: the catalogue of one index database (indexes, items, labels, errors) over a
+VectorBackend that holds the vectors. Every statement on _imgsim_ tables is in store/."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from ..errors import NotFound
+from . import sidecar
+from .backend import VectorBackend
+from .schema import (INDEX_COLUMNS, IndexSpec, ItemResult, ensure_schema, free_name, now,
+                     save_params, slug)
+from .vec0 import Vec0Backend
+
+MAX_K = 1000
+
+
+def key_candidates(pk) -> list:
+    """A key as given and as the other type: URLs and SQL mix '7' and 7."""
+    candidates = [pk]
+    if isinstance(pk, str):
+        text = pk.strip()
+        if text.lstrip("-").isdigit():
+            candidates.append(int(text))
+    elif isinstance(pk, (int, float)) and not isinstance(pk, bool):
+        candidates.append(str(pk))
+    return candidates
+
+
+class Store:
+    """Reads and writes one database's _imgsim_ tables; the connection has sqlite-vec
+    loaded. Vectors go through `backend` (sqlite-vec tables by default)."""
+
+    def __init__(self, conn, backend: Optional[VectorBackend] = None):
+        self.conn = conn
+        self.backend = backend if backend is not None else Vec0Backend(conn)
+
+    # --- schema and index definitions -------------------------------------------------
+
+    def has_schema(self) -> bool:
+        """Whether an index exists here, in this database or an attached sidecar (one
+        created after the connection opened is attached now)."""
+        for attempt in range(2):
+            try:
+                self.conn.execute("select 1 from _imgsim_indexes limit 0")
+                return True
+            except Exception:
+                if attempt or not sidecar.attach_late(self.conn):
+                    return False
+        return False
+
+    def ensure_schema(self) -> None:
+        ensure_schema(self.conn)
+
+    def indexes(self, table: Optional[str] = None) -> list[IndexSpec]:
+        if not self.has_schema():
+            return []
+        sql = f"select {INDEX_COLUMNS} from _imgsim_indexes"
+        params: tuple = ()
+        if table is not None:
+            sql += " where table_name = ?"
+            params = (table,)
+        return [IndexSpec.from_row(r) for r in self.conn.execute(sql + " order by id", params)]
+
+    def index(self, table: str, method: Optional[str] = None) -> IndexSpec:
+        """The index for table and method; without a method, the table's default index."""
+        from ..plugins import default_index
+
+        specs = self.indexes(table)
+        if not specs:
+            raise NotFound(f"table {table!r} has no image index; run: datasette imgsim index DB --table {table} --column COLUMN")
+        if method is None:
+            return default_index(specs)
+        for spec in specs:
+            if spec.method == method:
+                return spec
+        raise NotFound(
+            f"table {table!r} has no {method!r} index; it has: "
+            + ", ".join(s.method for s in specs)
+        )
+
+    def indexed_tables(self) -> dict[str, tuple[str, str]]:
+        """{table: (image column, key column)} of every index here, first index first."""
+        tables: dict[str, tuple[str, str]] = {}
+        for spec in self.indexes():
+            tables.setdefault(spec.table, (spec.column, spec.pk))
+        return tables
+
+    def create_index(self, table, column, pk, root, method, metric, dims, element_type,
+                     params: Optional[dict] = None) -> tuple[IndexSpec, Optional[str]]:
+        """Create the index, or return the existing one; an existing index whose
+        definition differs is emptied and redefined (the reason is returned)."""
+        self.ensure_schema()
+        reason = None
+        for existing in self.indexes(table):
+            if existing.method != method:
+                continue
+            wanted = (column, pk, root, metric, dims, element_type)
+            have = (existing.column, existing.pk, existing.root, existing.metric,
+                    existing.dims, existing.element_type)
+            if wanted == have:
+                return existing, None
+            changed = [n for n, a, b in zip(("column", "pk", "root", "metric", "dims", "type"),
+                                             wanted, have) if a != b]
+            reason = f"index definition changed ({', '.join(changed)}): rebuilding"
+            self.drop_index(existing)
+        vec_table = free_name(self.conn, f"_imgsim_{slug(table)}_{slug(method)}")
+        stamp = now()
+        with self.conn:
+            cursor = self.conn.execute(
+                "insert into _imgsim_indexes (table_name, image_column, pk_column, root, method, "
+                "metric, dims, element_type, vec_table, params, created_at, updated_at) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (table, column, pk, root, method, metric, dims, element_type, vec_table,
+                 json.dumps(params or {}), stamp, stamp))
+            spec = IndexSpec(cursor.lastrowid, table, column, pk, root, method, metric, dims,
+                             element_type, vec_table, dict(params or {}), stamp, stamp)
+            spec.params.update(self.backend.create(spec))
+            save_params(self.conn, spec)
+        return self.index(table, method), reason
+
+    def drop_index(self, spec: IndexSpec) -> None:
+        with self.conn:
+            self.conn.execute(
+                "delete from _imgsim_labels where item_id in "
+                "(select item_id from _imgsim_items where index_id = ?)", (spec.id,))
+            self.conn.execute("delete from _imgsim_items where index_id = ?", (spec.id,))
+            self.backend.drop(spec)
+            self.conn.execute("delete from _imgsim_indexes where id = ?", (spec.id,))
+
+    def set_params(self, spec: IndexSpec, params: dict) -> None:
+        spec.params = params
+        with self.conn:
+            save_params(self.conn, spec)
+
+    # --- per-row state ----------------------------------------------------------------
+
+    def fingerprints(self, spec: IndexSpec) -> dict[Any, str]:
+        return dict(self.conn.execute(
+            "select pk, fingerprint from _imgsim_items where index_id = ?", (spec.id,)))
+
+    def write(self, spec: IndexSpec, results: Iterable[ItemResult]) -> None:
+        """Store a batch of results for one index. Call inside a transaction."""
+        stamp = now()
+        pending: dict[Any, tuple[int, np.ndarray]] = {}  # pk -> vector not yet added
+        for result in results:
+            self._delete_item(spec, result.pk)
+            pending.pop(result.pk, None)  # the same key twice in a batch: the last wins
+            cursor = self.conn.execute(
+                "insert into _imgsim_items (index_id, pk, fingerprint, error, indexed_at) "
+                "values (?, ?, ?, ?, ?)",
+                (spec.id, result.pk, result.fingerprint, result.error, stamp))
+            if result.error is not None:
+                continue
+            item_id = cursor.lastrowid
+            pending[result.pk] = (item_id, spec.as_vector(result.vector))
+            self.conn.executemany(
+                "insert into _imgsim_labels (item_id, table_name, pk, rank, label, probability) "
+                "values (?, ?, ?, ?, ?, ?)",
+                [(item_id, spec.table, result.pk, rank, label, float(probability))
+                 for rank, (label, probability) in enumerate(result.labels or (), start=1)])
+        if pending:
+            item_ids, vectors = zip(*pending.values())
+            before = json.dumps(spec.params, sort_keys=True)
+            self.backend.add(spec, list(item_ids), np.stack(vectors))
+            if json.dumps(spec.params, sort_keys=True) != before:
+                save_params(self.conn, spec)
+
+    def delete(self, spec: IndexSpec, pks: Iterable[Any]) -> None:
+        """Forget rows that left the source table. Call inside a transaction."""
+        for pk in pks:
+            self._delete_item(spec, pk)
+
+    def _delete_item(self, spec: IndexSpec, pk) -> None:
+        row = self.conn.execute(
+            "select item_id from _imgsim_items where index_id = ? and pk = ?", (spec.id, pk)
+        ).fetchone()
+        if row is None:
+            return
+        (item_id,) = row
+        self.backend.remove(spec, [item_id])
+        self.conn.execute("delete from _imgsim_labels where item_id = ?", (item_id,))
+        self.conn.execute("delete from _imgsim_items where item_id = ?", (item_id,))
+
+    def touch(self, spec: IndexSpec) -> None:
+        self.conn.execute("update _imgsim_indexes set updated_at = ? where id = ?", (now(), spec.id))
+
+    # --- reading ----------------------------------------------------------------------
+
+    def item(self, spec: IndexSpec, pk) -> Optional[tuple[int, Any]]:
+        """(item id, the key as stored) of a source row, or None if it is not in the index;
+        NotFound if it is there with an error."""
+        for candidate in key_candidates(pk):
+            row = self.conn.execute(
+                "select item_id, pk, error from _imgsim_items where index_id = ? and pk = ?",
+                (spec.id, candidate)).fetchone()
+            if row is not None:
+                if row[2] is not None:
+                    raise NotFound(f"row {pk!r} of {spec.table!r} could not be indexed: {row[2]}")
+                return row[0], row[1]
+        return None
+
+    def item_id(self, spec: IndexSpec, pk) -> Optional[int]:
+        found = self.item(spec, pk)
+        return None if found is None else found[0]
+
+    def vector(self, spec: IndexSpec, item_id: int) -> np.ndarray:
+        vector = self.backend.vector(spec, item_id)
+        if vector is None:
+            raise NotFound(f"no vector stored for item {item_id}")
+        return vector
+
+    def _pks(self, item_ids) -> dict[int, Any]:
+        return dict(self.conn.execute(
+            "select item_id, pk from _imgsim_items where item_id in (select value from json_each(?))",
+            (json.dumps([int(i) for i in item_ids]),)))
+
+    def knn(self, spec: IndexSpec, vector, k: int,
+            exact: bool = False) -> list[tuple[Any, float, int]]:
+        """The k nearest neighbours of a vector (array or bytes): (pk, distance, item_id),
+        nearest first."""
+        if k <= 0:
+            return []
+        hits = self.backend.knn(spec, spec.as_vector(vector), k, exact)
+        pks = self._pks(i for i, _ in hits)
+        return [(pks[i], d, i) for i, d in hits if i in pks]
+
+    def load_vectors(self, spec: IndexSpec) -> tuple[list, np.ndarray]:
+        """Every indexed row's key and vector, in item order: (pks, matrix)."""
+        item_ids, matrix = self.backend.vectors(spec)
+        pks = self._pks(item_ids.tolist())
+        keep = [n for n, i in enumerate(item_ids.tolist()) if i in pks]
+        return [pks[int(item_ids[n])] for n in keep], matrix[keep]
+
+    def counts(self, spec: IndexSpec) -> dict[str, int]:
+        indexed, failed = self.conn.execute(
+            "select count(*) filter (where error is null), count(*) filter (where error is not null) "
+            "from _imgsim_items where index_id = ?", (spec.id,)
+        ).fetchone()
+        return {"indexed": indexed, "errors": failed}
+
+    def errors(self, spec: IndexSpec, limit: int = 100) -> list[tuple[Any, str]]:
+        return self.conn.execute(
+            "select pk, error from _imgsim_items where index_id = ? and error is not null "
+            "order by item_id limit ?", (spec.id, limit)).fetchall()
+
+    def labels(self, table: str, pk) -> list[tuple[str, float]]:
+        if not self.has_schema():
+            return []
+        for candidate in key_candidates(pk):
+            rows = self.conn.execute(
+                "select label, probability from _imgsim_labels where table_name = ? and pk = ? "
+                "order by rank", (table, candidate)).fetchall()
+            if rows:
+                return [(label, float(p)) for label, p in rows]
+        return []
+
+    def failed_rows(self) -> int:
+        """Rows of every index here that have an error."""
+        if not self.has_schema():
+            return 0
+        return self.conn.execute(
+            "select count(*) from _imgsim_items where error is not null").fetchone()[0]

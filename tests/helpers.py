@@ -1,0 +1,70 @@
+"""What tests (and the benchmarks) share: real photos from scikit-image, encoders, and
+shortcuts to index a test database and read it back."""
+from __future__ import annotations
+
+import io
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Names the tests and benchmarks use for scikit-image photos that are not data.<name>().
+ALIASES = {"motorcycle": lambda data: data.stereo_motorcycle()[0],
+           "hubble": lambda data: data.hubble_deep_field()}
+
+
+def photo(name: str) -> np.ndarray:
+    """A real photo bundled with scikit-image as RGB uint8 (greyscale ones as three channels)."""
+    import skimage.data as data
+
+    pixels = ALIASES[name](data) if name in ALIASES else getattr(data, name)()
+    if pixels.dtype != np.uint8:
+        pixels = (pixels * 255).astype(np.uint8) if pixels.max() <= 1 else pixels.astype(np.uint8)
+    return np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
+
+
+def jpeg_bytes(pixels: np.ndarray, quality: int = 90, **save) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=quality, **save)
+    return out.getvalue()
+
+
+def heic_bytes(pixels: np.ndarray, quality: int = 85) -> bytes:
+    """An iPhone-style HEIC file (pillow-heif's encoder), as phones save photos."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "HEIF", quality=quality)
+    return out.getvalue()
+
+
+def index_photos(db: Path, *methods: str, column: str = "path", extra=()) -> Path:
+    """`datasette imgsim index` over a test database's photos table in one worker."""
+    from click.testing import CliRunner
+    from datasette.cli import cli
+
+    args = ["imgsim", "index", str(db), "--table", "photos", "--column", column]
+    for method in methods:
+        args += ["--method", method]
+    result = CliRunner().invoke(cli, [*args, "--workers", "1", *extra])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+def query_dict(db: Path, sql: str, params=()) -> dict:
+    """The two-column result of sql as a dict (first column -> second)."""
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute(sql, params))
+    finally:
+        conn.close()
+
+
+def row_ids(db: Path, sql: str, params=()) -> list:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
