@@ -1,4 +1,12 @@
-"""The one place images are read: open, guard, reduced decode, orient, to RGB."""
+"""The one place images are read: open, guard, reduced decode, orient, to RGB.
+
+Photos (Pillow), HEIC/HEIF/AVIF (pillow-heif, embedded thumbnails where large
+enough), camera RAW (rawpy: embedded JPEG preview or half-size demosaic) and videos
+(OpenCV: one representative frame). The decoder is chosen from the bytes, never the
+file name (formats.sniff). Images returned by open_image carry
+``info["imgsim_kind"]`` ("image", "heif", "raw" or "video": a page can badge videos)
+and ``info["imgsim_path"]`` (how they were decoded, see formats).
+"""
 from __future__ import annotations
 
 import io
@@ -11,7 +19,9 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from . import formats
 from .errors import ImageError
+from .formats import HEIF_BRANDS, KIND_KEY, PATH_KEY  # noqa: F401 (re-exported)
 
 # Above the largest cameras (100 MP medium format) yet a bound on what one decode
 # may allocate (a PNG or TIFF decodes at full size: ~450 MB of RGB at this limit).
@@ -31,9 +41,6 @@ try:
     HEIF = True
 except ImportError:  # a platform without a pillow-heif wheel
     HEIF = False
-
-# ISO base media brands of HEIF images, to name the format when it cannot be read.
-HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 Source = Union[bytes, str, os.PathLike]
 
@@ -73,13 +80,33 @@ def read_source(source: Source) -> bytes:
     return data
 
 
-def open_image(data: bytes, min_size: int = 0) -> Image.Image:
-    """Decode image bytes to an upright RGB PIL image.
+def open_image(data: Source, min_size: int = 0) -> Image.Image:
+    """Decode image bytes (or a file: videos are read from their path) to an upright
+    RGB PIL image.
 
-    With min_size, JPEGs are decoded at a reduced scale (DCT scaling) and
-    everything else is reduced by an integer factor, keeping the shorter side
+    With min_size, JPEGs are decoded at a reduced scale (DCT scaling), HEIF from an
+    embedded thumbnail and RAW from its embedded preview where those are large
+    enough, and everything is reduced by an integer factor, keeping the shorter side
     at least min_size: a 12 MP photo needed at 256 px decodes ~8x faster.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return _open_path(Path(data), min_size)
+    data = bytes(data)
+    kind = formats.sniff(data[:formats.HEAD_BYTES])
+    if kind == "raw":
+        from .formats.raw import open_raw
+
+        img = open_raw(data, min_size, MAX_PIXELS, ImageError)
+    elif kind == "video":
+        from .formats.video import video_frame
+
+        img = video_frame(data, MAX_PIXELS, ImageError)
+    else:
+        img = _open_pillow(data, min_size, kind)
+    return _reduce(img, min_size)
+
+
+def _open_pillow(data: bytes, min_size: int, kind: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -91,33 +118,107 @@ def open_image(data: bytes, min_size: int = 0) -> Image.Image:
                 raise ImageError(
                     f"image too large: {width}x{height} pixels (limit {MAX_PIXELS:,})"
                 )
+            path = "decode"
             if min_size and img.format == "JPEG":
                 img.draft("RGB", (min_size, min_size))
+            elif img.format in ("HEIF", "AVIF"):
+                from .formats import heif
+
+                path = heif.draft(img, min_size)
             img.load()
             img = _upright(img)
             img = _to_rgb(img)
-            if min_size:
-                factor = min(img.size) // min_size
-                if factor >= 2:
-                    img = img.reduce(factor)
-            return img
     except ImageError:
         raise
     except UnidentifiedImageError:
-        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS and not HEIF:
+        if kind == "heif" and not HEIF:
             raise ImageError("HEIC/HEIF image: install pillow-heif to read it") from None
-        raise ImageError("not a recognised image format") from None
+        return _last_resort(data, min_size)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"image too large (decompression bomb guard): {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
             struct.error, MemoryError) as e:
         message = str(e) or e.__class__.__name__
+        if data[:4] in (b"II*\x00", b"MM\x00*"):  # a TIFF-based RAW that Pillow misread
+            try:
+                return _last_resort(data, min_size)
+            except ImageError:
+                pass
         raise ImageError(f"corrupt or truncated image: {message}") from None
+    if path == "decode":
+        img.info[KIND_KEY], img.info[PATH_KEY] = "image", path
+    else:
+        from .formats import heif
+
+        heif.mark(img, path)
+    return img
+
+
+def _last_resort(data: bytes, min_size: int) -> Image.Image:
+    """Bytes no signature names and Pillow cannot open: a RAW format LibRaw knows by
+    its content (there are dozens), or not an image."""
+    from .formats import raw
+
+    if data[:3] != b"\xff\xd8\xff" and raw.available():
+        try:
+            return raw.open_raw(data, min_size, MAX_PIXELS, ImageError)
+        except ImageError:
+            pass
+    raise ImageError("not a recognised image format") from None
+
+
+def _reduce(img: Image.Image, min_size: int) -> Image.Image:
+    if min_size:
+        factor = min(img.size) // min_size
+        if factor >= 2:
+            info = dict(img.info)
+            img = img.reduce(factor)
+            img.info.update(info)
+    return img
+
+
+def _open_path(path: Path, min_size: int) -> Image.Image:
+    head = _read_head(path)
+    if formats.sniff(head) == "video":
+        from .formats.video import video_frame
+
+        # Videos outgrow MAX_BYTES and need no more than a few frames: read in place.
+        return _reduce(video_frame(path, MAX_PIXELS, ImageError), min_size)
+    return open_image(read_source(path), min_size)
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(formats.HEAD_BYTES)
+    except FileNotFoundError:
+        raise ImageError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageError(f"is a directory, not an image: {path}") from None
+    except PermissionError:
+        raise ImageError(f"permission denied: {path}") from None
+    except OSError as e:
+        raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
+    if not head:
+        raise ImageError("empty file (0 bytes)")
+    return head
+
+
+def media_kind(source: Source) -> str:
+    """"image", "heif", "raw" or "video", from the first bytes alone (for badges)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        head = bytes(source[:formats.HEAD_BYTES])
+    else:
+        head = _read_head(Path(source))
+    return formats.sniff(head)
 
 
 def load_image(source: Source, min_size: int = 0) -> np.ndarray:
     """Pixels of an image (bytes or path) as an RGB uint8 array of shape (H, W, 3)."""
-    img = open_image(read_source(source), min_size)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        img = open_image(read_source(source), min_size)
+    else:
+        img = _open_path(Path(source), min_size)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -150,7 +251,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the header alone, upright (EXIF orientation applied)."""
+    """Width and height from the header alone, upright (EXIF orientation applied);
+    for a video, of its frames."""
+    kind = formats.sniff(data[:formats.HEAD_BYTES])
+    if kind == "raw":
+        from .formats.raw import raw_size
+
+        return raw_size(data, ImageError)
+    if kind == "video":
+        from .formats.video import video_size
+
+        return video_size(data, ImageError)
     try:
         img = Image.open(io.BytesIO(data))
         width, height = img.size

@@ -8,7 +8,7 @@ from PIL import Image
 
 from datasette_imgsim.images import ImageError, load_image, open_image, read_source
 
-from .conftest import heic_bytes, jpeg_bytes
+from .helpers import heic_bytes, jpeg_bytes
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
