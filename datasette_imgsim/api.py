@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import search
-from .errors import ImgsimError, NotFound, SourceError
+from .errors import ImgsimError, NotFound, SourceError, SourceLocked
 from .store import IndexSpec, Store, connect
-from .store.sidecar import attach, find_sidecar
+from .store.sidecar import attach, find_sidecar, sidecar_path
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,46 @@ class Match:
 
 @dataclass
 class BuildPlan:
-    """An index run checked and ready: the source table, root, indexes and row count."""
+    """An index run checked and ready: what it reads, where relative paths start, the
+    indexes it fills, the row count, the roots it allowed and what the user should know."""
 
     source: Any
     root: str
     specs: list
     total: int
+    roots: tuple = ()
+    app: Optional[str] = None
+    notes: tuple = ()
+
+
+# An app holding its catalogue open (Lightroom locks it exclusively) answers "busy":
+# say so after a few seconds rather than SQLite's default wait.
+BUSY_SECONDS = 5.0
+
+
+def open_source(db_path: str, readonly: bool = True):
+    """A connection to a photo database, checked readable now: a locked or non-SQLite file
+    gets a one-line message instead of a traceback later."""
+    from datasette.utils.sqlite import sqlite3
+
+    conn = connect(db_path, readonly=readonly, timeout=BUSY_SECONDS)
+    try:
+        conn.execute("select count(*) from sqlite_master").fetchone()
+    except sqlite3.OperationalError as e:
+        conn.close()
+        if "locked" in str(e) or "busy" in str(e):
+            raise SourceLocked(f"{db_path} is locked by another program: close the app that has "
+                               "it open (Lightroom, digiKam...), or index a copy") from None
+        raise SourceError(f"cannot read {db_path}: {e}") from None
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise SourceError(f"{db_path} is not a SQLite database ({e})") from None
+    return conn
+
+
+def has_own_index(conn) -> bool:
+    return bool(conn.execute(
+        "select 1 from main.sqlite_master where name = '_imgsim_indexes'").fetchone())
 
 
 class ImageIndex:
@@ -56,31 +90,53 @@ class ImageIndex:
     `source` is a connection to the photo database (read-only unless the index lives in
     it); `store` is the Store of the database that holds the index."""
 
-    def __init__(self, source, store: Store, database_path: Optional[str] = None):
+    def __init__(self, source, store: Store, database_path: Optional[str] = None,
+                 created: Optional[Path] = None):
         self.source = source
         self.store = store
         self.database_path = database_path
+        self.created = created  # an index database this object made (removed if left empty)
 
     @classmethod
-    def open(cls, db_path, index_db: Optional[str] = None, write: bool = False) -> "ImageIndex":
+    def open(cls, db_path, index_db: Optional[str] = None, write: bool = False,
+             in_place: bool = False) -> "ImageIndex":
         """The indexes of the photo database at db_path (its sidecar is attached when it
-        has one). write=True opens the database that holds the index for writing."""
+        has one). write=True opens the database that holds the index for writing: by
+        default a sidecar beside db_path (NAME-imgsim.db), never db_path itself, unless
+        in_place=True or db_path already holds an index of its own."""
         db_path = str(db_path)
         if not Path(db_path).exists():
             raise NotFound(f"database file not found: {db_path}")
-        sidecar = find_sidecar(db_path, index_db)
-        if sidecar is None:
-            conn = connect(db_path, readonly=not write)
+        if not write:
+            sidecar = find_sidecar(db_path, index_db)
+            if sidecar is None:
+                conn = open_source(db_path)
+                return cls(conn, Store(conn), db_path)
+            if not sidecar.exists():
+                raise NotFound(f"index database not found: {sidecar}")
+            source = open_source(db_path)
+            attach(source, sidecar)
+            return cls(source, Store(source), db_path)
+        source = open_source(db_path)
+        if index_db is None and (in_place or has_own_index(source)):
+            source.close()
+            conn = open_source(db_path, readonly=False)
             return cls(conn, Store(conn), db_path)
-        source = connect(db_path, readonly=True)
-        if write:
-            if not sidecar.parent.is_dir():
-                raise NotFound(f"folder for the index database not found: {sidecar.parent}")
-            return cls(source, Store(connect(str(sidecar))), db_path)
-        if not sidecar.exists():
-            raise NotFound(f"index database not found: {sidecar}")
-        attach(source, sidecar)
-        return cls(source, Store(source), db_path)
+        sidecar = find_sidecar(db_path, index_db) or sidecar_path(db_path)
+        if sidecar.resolve() == Path(db_path).resolve():
+            source.close()
+            conn = open_source(db_path, readonly=False)
+            return cls(conn, Store(conn), db_path)
+        if not sidecar.parent.is_dir():
+            source.close()
+            raise NotFound(f"folder for the index database not found: {sidecar.parent}")
+        created = None if sidecar.exists() else sidecar
+        try:
+            store = Store(connect(str(sidecar)))
+        except Exception as e:
+            source.close()
+            raise SourceError(f"cannot open index database {sidecar}: {e}") from None
+        return cls(source, store, db_path, created)
 
     @classmethod
     def over(cls, conn) -> "ImageIndex":
@@ -89,8 +145,14 @@ class ImageIndex:
         return cls(conn, Store(conn))
 
     def close(self) -> None:
+        """Close the connections; an index database this object created and never filled
+        (a run that stopped on a locked source or a bad name) is removed."""
+        empty = self.created is not None and not self.store.indexes()
         for conn in {id(c): c for c in (self.source, self.store.conn)}.values():
             conn.close()
+        if empty:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.created) + suffix).unlink(missing_ok=True)
 
     def __enter__(self) -> "ImageIndex":
         return self
@@ -100,35 +162,49 @@ class ImageIndex:
 
     # --- building ---------------------------------------------------------------------
 
-    def prepare_build(self, table: str, column: str, methods: Sequence[str] = (),
-                      metric: Optional[str] = None, pk: Optional[str] = None,
-                      root: Optional[str] = None,
-                      notes: Optional[Callable[[str], None]] = None) -> "BuildPlan":
-        """Check the names and create (or redefine) the indexes, before any image is read."""
+    def prepare_build(self, table: Optional[str] = None, column: Optional[str] = None,
+                      methods: Sequence[str] = (), metric: Optional[str] = None,
+                      pk: Optional[str] = None, root: Optional[str] = None,
+                      notes: Optional[Callable[[str], None]] = None, sql: Optional[str] = None,
+                      name: Optional[str] = None, app: Optional[str] = None,
+                      volumes: Optional[dict] = None) -> BuildPlan:
+        """Check what to index (a table and column, a query, or the database's app preset)
+        and create (or redefine) the indexes, before any image is read."""
+        from .files import check_root
         from .plugins import default_method_name, get_method
-        from .source import count_rows, default_root, describe_source
+        from .selection import derived_roots, select
+        from .source import count_rows, default_root
 
         chosen = [get_method(name) for name in (methods or [default_method_name()])]
-        source = describe_source(self.source, table, column, pk)
-        if root:
-            root = str(Path(root).resolve())
-        elif self.database_path:
-            root = default_root(self.database_path)
-        else:
-            root = os.getcwd()
         for method in chosen:
             wanted = metric if (metric and method.element_type == "float") else method.metric
             if wanted not in method.metrics:
                 raise SourceError(f"{method.name} does not support metric {wanted!r}")
+        selection = select(self.source, table, column, pk, sql, name, app, volumes)
+        source = selection.source
+        if root:
+            root = check_root(root)
+        elif self.database_path:
+            root = default_root(self.database_path)
+        else:
+            root = os.getcwd()
+        for note in selection.notes:
+            if notes:
+                notes(note)
+        params = {"source": selection.source_params} if selection.source_params else {}
         specs = []
         for method in chosen:
             wanted = metric if (metric and method.element_type == "float") else method.metric
-            spec, note = self.store.create_index(table, column, source.pk, root, method.name,
-                                                 wanted, method.dims, method.element_type)
+            spec, note = self.store.create_index(source.table, source.column, source.pk, root,
+                                                 method.name, wanted, method.dims,
+                                                 method.element_type, params)
             if note and notes:
                 notes(f"{method.name}: {note}")
             specs.append(spec)
-        return BuildPlan(source, root, specs, count_rows(self.source, source))
+        roots = tuple(selection.roots) or derived_roots(self.source, source, root)
+        added = self.store.add_roots(source.table, roots)
+        return BuildPlan(source, root, specs, count_rows(self.source, source), tuple(added),
+                         selection.app, selection.notes)
 
     def run_build(self, plan: "BuildPlan", workers: int = 1,
                   progress: Optional[Callable[[int], None]] = None):
@@ -188,11 +264,48 @@ class ImageIndex:
         return self.store.labels(table, pk)
 
     def status(self) -> list[dict]:
-        """One dict per index: table, column, method, metric, dims, indexed, errors, root, updated."""
+        """One dict per index: table (the index name), column, method, metric, dims,
+        indexed, errors, root, roots (the folders files may be served from), app, updated."""
         return [{"table": spec.table, "column": spec.column, "method": spec.method,
                  "metric": spec.metric, "dims": spec.dims, **self.store.counts(spec),
-                 "root": spec.root, "updated": spec.updated_at}
+                 "root": spec.root, "roots": self.store.roots(spec.table),
+                 "app": spec.source.get("app"), "updated": spec.updated_at}
                 for spec in self.store.indexes()]
+
+    def errors(self, limit: int = 100) -> list[dict]:
+        """The rows that could not be indexed: table, method, pk, error."""
+        return [{"table": spec.table, "method": spec.method, "pk": pk, "error": error}
+                for spec in self.store.indexes() for pk, error in self.store.errors(spec, limit)]
+
+    def drop(self, table: Optional[str] = None, method: Optional[str] = None) -> list[IndexSpec]:
+        """Remove indexes (all, a table's, or one method's), vec0 tables included."""
+        specs = [s for s in self.store.indexes(table) if method is None or s.method == method]
+        if (table or method) and not specs:
+            raise NotFound("no such index" + (f": table {table!r}" if table else "")
+                           + (f", method {method!r}" if method else ""))
+        for spec in specs:
+            self.store.drop_index(spec)
+        if table is None and method is None:
+            self.store.drop_all()
+        return specs
+
+    def roots(self, table: str) -> list[str]:
+        return self.store.roots(table)
+
+    def add_root(self, table: str, folder: str) -> str:
+        from .files import check_root
+
+        self.store.index(table)  # NotFound for a name that has no index
+        root = check_root(folder)
+        self.store.add_roots(table, [root], origin="user")
+        return root
+
+    def remove_root(self, table: str, folder: str) -> None:
+        import os
+
+        if not self.store.remove_root(table, os.path.normpath(os.path.abspath(folder))):
+            raise NotFound(f"{folder} is not a stored root of {table!r} "
+                           "(an index's own root changes with index --root)")
 
 
 __all__ = ["ImageIndex", "ImgsimError", "Match"]

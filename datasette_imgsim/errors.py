@@ -43,6 +43,12 @@ class SourceError(ImgsimError):
     """A table, column or key the user named that cannot be used."""
 
 
+class SourceLocked(SourceError):
+    """A photo database another program holds locked."""
+
+    status = 503
+
+
 class SearchError(ImgsimError):
     """Bad arguments to a search (k, rerank)."""
 

@@ -21,8 +21,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import ImageError, NotFound, RerankError
-from .images import load_image, resolve_path
+from .errors import ImageError, NotFound, RerankError, ThumbnailError
+from .files import allowed_file
+from .images import load_image
 from .source import blob_fingerprint, file_fingerprint, image_value
 from .store import IndexSpec, Store
 
@@ -110,7 +111,8 @@ _cache_lock = threading.Lock()
 
 
 def row_image(store: Store, spec: IndexSpec, pk) -> Any:
-    """A row's image source: bytes (a BLOB) or a path resolved against the index root."""
+    """A row's image source: bytes (a BLOB), or the path of a regular file under the
+    index's allowed roots (the same rule as thumbnails)."""
     try:
         value = image_value(store.conn, spec, pk)
     except NotFound:
@@ -119,7 +121,10 @@ def row_image(store: Store, spec: IndexSpec, pk) -> Any:
         raise ImageError(f"row {pk!r} of {spec.table!r} has no image")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    return str(resolve_path(str(value).strip(), spec.root or "."))
+    try:
+        return str(allowed_file(str(value).strip(), spec.root or ".", store.roots(spec.table)))
+    except ThumbnailError as e:
+        raise ImageError(str(e)) from None
 
 
 def row_features(store: Store, spec: IndexSpec, pk) -> Optional[LocalFeatures]:

@@ -10,25 +10,63 @@ from typing import Any, Iterator, Optional, Union
 from .errors import NotFound, SourceError
 from .images import resolve_path
 from .store import is_internal, key_candidates, quote_identifier
+from .store.connection import SQLITE_ERRORS
 
 
 @dataclass(frozen=True)
 class SourceTable:
+    """Where an index's rows come from: a table or view, or a query (sql) whose result
+    has the key and image columns; `table` is then the index's name."""
+
     table: str
     column: str
     pk: str  # a column name, or "rowid"
     is_view: bool
+    sql: Optional[str] = None
+
+    def _from(self) -> str:
+        return f"({self.sql})" if self.sql else quote_identifier(self.table)
+
+    def key_sql(self) -> str:
+        return "rowid" if self.pk == "rowid" and not self.sql else quote_identifier(self.pk)
 
     def select_sql(self, extra_where: str = "") -> str:
-        pk = "rowid" if self.pk == "rowid" else quote_identifier(self.pk)
         return (
-            f"select {pk}, {quote_identifier(self.column)} from {quote_identifier(self.table)}"
+            f"select {self.key_sql()}, {quote_identifier(self.column)} from {self._from()}"
             + (f" where {extra_where}" if extra_where else "")
         )
 
     def row_sql(self) -> str:
-        pk = "rowid" if self.pk == "rowid" else quote_identifier(self.pk)
-        return self.select_sql(f"{pk} = ?")
+        return self.select_sql(f"{self.key_sql()} = ?")
+
+    def count_sql(self) -> str:
+        return f"select count(*) from {self._from()}"
+
+    @classmethod
+    def of(cls, spec) -> "SourceTable":
+        """The source an index was built from (IndexSpec)."""
+        return cls(spec.table, spec.column, spec.pk, False, spec.source_sql)
+
+
+def describe_query(conn, name: str, sql: str, column: str, pk: str) -> SourceTable:
+    """Check that a query runs and returns the key and image columns."""
+    if not name or not isinstance(name, str):
+        raise SourceError("an index over a query needs a name: --name NAME")
+    if not pk:
+        raise SourceError("an index over a query needs its key column: --pk COLUMN")
+    statement = sql.strip().rstrip(";")
+    if not statement.lower().startswith(("select", "with")):
+        raise SourceError("--sql must be a single SELECT statement")
+    try:
+        cursor = conn.execute(f"select * from ({statement}) limit 0")
+    except SQLITE_ERRORS as e:
+        raise SourceError(f"the query does not run: {e}") from None
+    columns = [d[0] for d in cursor.description]
+    for wanted, option in ((pk, "--pk"), (column, "--column")):
+        if wanted not in columns:
+            raise SourceError(f"the query has no column {wanted!r} for {option}; "
+                              f"columns: {', '.join(columns)}")
+    return SourceTable(name, column, pk, False, statement)
 
 
 def describe_source(conn, table: str, column: str, pk: Optional[str] = None) -> SourceTable:
@@ -106,7 +144,7 @@ def image_value(conn, spec, pk) -> Any:
 
     spec is the row's IndexSpec; a key that arrived as text (a URL) also matches an
     integer key. NotFound when no row has that key."""
-    sql = SourceTable(spec.table, spec.column, spec.pk, False).row_sql()
+    sql = SourceTable.of(spec).row_sql()
     for candidate in key_candidates(pk):
         row = conn.execute(sql, (candidate,)).fetchone()
         if row is not None:
@@ -124,7 +162,7 @@ def iter_rows(conn, source: SourceTable, batch: int = 256) -> Iterator[tuple[Any
 
 
 def count_rows(conn, source: SourceTable) -> int:
-    return conn.execute(f"select count(*) from {quote_identifier(source.table)}").fetchone()[0]
+    return conn.execute(source.count_sql()).fetchone()[0]
 
 
 def default_root(db_path: Union[str, os.PathLike]) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .errors import ImageError, MissingImage, OutsideRoot, ThumbnailError  # noqa: F401 (re-exported)
-from .images import open_image, read_source, resolve_path
+from .files import allowed_file
+from .images import KIND_KEY, open_image, read_source
 from .source import blob_fingerprint, file_fingerprint
 
 DEFAULT_SIZE = 256
@@ -22,7 +23,7 @@ MIN_SIZE = 16
 MAX_SIZE = 1600
 FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 # Bump when the output of make_thumbnail changes, so cached copies and ETags expire.
-VERSION = "1"
+VERSION = "2"  # 2: video badge
 
 
 def parse_size(value: Any) -> int:
@@ -36,24 +37,6 @@ def parse_size(value: Any) -> int:
 
 def parse_format(value: Any) -> str:
     return value if value in FORMATS else "jpeg"
-
-
-def safe_path(value: str, root: Union[str, os.PathLike]) -> Path:
-    """The real file a stored path names, refusing anything that resolves outside root.
-
-    Symlinks and '..' are resolved first, so neither a link nor a crafted
-    relative path reaches outside the indexed directory.
-    """
-    if not root:
-        raise OutsideRoot("this index has no root directory to serve files from")
-    try:
-        real_root = Path(root).resolve()
-        real = resolve_path(value, real_root).resolve()
-    except (OSError, ValueError, RuntimeError):
-        raise MissingImage("the image path cannot be resolved") from None
-    if real != real_root and real_root not in real.parents:
-        raise OutsideRoot("the image path is outside the indexed root directory")
-    return real
 
 
 @dataclass(frozen=True)
@@ -73,8 +56,9 @@ class ImageSource:
             raise MissingImage(str(e)) from None
 
 
-def image_source(value: Any, root: Optional[str]) -> ImageSource:
-    """A row's image column value (BLOB or path) as an ImageSource."""
+def image_source(value: Any, base: Optional[str], roots=None) -> ImageSource:
+    """A row's image column value (BLOB or path) as an ImageSource; a path must name a
+    regular file under one of roots (default: base, the index's root)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         if not data:
@@ -82,15 +66,11 @@ def image_source(value: Any, root: Optional[str]) -> ImageSource:
         return ImageSource(data, None, blob_fingerprint(data))
     if value is None or not str(value).strip():
         raise MissingImage("this row has no image")
-    path = safe_path(str(value).strip(), root)
+    path = allowed_file(str(value).strip(), base or ".", [base] if roots is None else roots)
     try:
         stat = path.stat()
-    except FileNotFoundError:
-        raise MissingImage("image file not found") from None
     except OSError:
         raise MissingImage("image file cannot be read") from None
-    if not path.is_file():
-        raise MissingImage("image path is not a file")
     return ImageSource(None, path, f"{file_fingerprint(stat)}:{path}")
 
 
@@ -99,11 +79,29 @@ def cache_key(source: ImageSource, size: int, fmt: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def make_thumbnail(data: bytes, size: int, fmt: str = "jpeg") -> bytes:
-    """Encoded image bytes shrunk to fit a size x size box, upright (EXIF applied), RGB."""
+def video_badge(img) -> None:
+    """A play sign in the corner of a video's frame, so a thumbnail says what it stands for."""
+    from PIL import ImageDraw
+
+    side = max(12, min(img.size) // 5)
+    margin = max(3, side // 4)
+    x, y = margin, img.height - margin - side
+    draw = ImageDraw.Draw(img, "RGBA")
+    draw.ellipse((x, y, x + side, y + side), fill=(0, 0, 0, 150))
+    inset = side // 4
+    draw.polygon([(x + inset * 1.3, y + inset), (x + inset * 1.3, y + side - inset),
+                  (x + side - inset, y + side / 2)], fill=(255, 255, 255, 230))
+
+
+def make_thumbnail(data, size: int, fmt: str = "jpeg") -> bytes:
+    """Encoded image bytes (or an image file: videos are read in place) shrunk to fit a
+    size x size box, upright (EXIF applied), RGB; a video's frame carries a play badge."""
     pil_format, _ = FORMATS[fmt]
     img = open_image(data, min_size=size)
+    kind = img.info.get(KIND_KEY)
     img.thumbnail((size, size))
+    if kind == "video":
+        video_badge(img)
     out = io.BytesIO()
     img.save(out, pil_format, quality=82)
     return out.getvalue()
@@ -210,7 +208,9 @@ def thumbnail(source: ImageSource, size: int, fmt: str, cache) -> bytes:
             found = cache.get(key)
             if found is not None:
                 return found
-            made = make_thumbnail(source.read(), size, fmt)
+            # A file is opened by path: a video is then read in place, a frame, not whole.
+            made = make_thumbnail(source.data if source.data is not None else source.path,
+                                  size, fmt)
             cache.put(key, made)
             return made
     finally:

@@ -40,14 +40,18 @@ def heic_bytes(pixels: np.ndarray, quality: int = 85) -> bytes:
     return out.getvalue()
 
 
-def index_photos(db: Path, *methods: str, column: str = "path", extra=()) -> Path:
-    """`datasette imgsim index` over a test database's photos table in one worker."""
+def index_photos(db: Path, *methods: str, column: str = "path", extra=(), in_place: bool = True) -> Path:
+    """`datasette imgsim index` over a test database's photos table in one worker. In the
+    database itself by default: most tests look at the index, not where it lives
+    (test_sidecar.py and the app tests check the default, a sidecar)."""
     from click.testing import CliRunner
     from datasette.cli import cli
 
     args = ["imgsim", "index", str(db), "--table", "photos", "--column", column]
     for method in methods:
         args += ["--method", method]
+    if in_place:
+        args.append("--in-place")
     result = CliRunner().invoke(cli, [*args, "--workers", "1", *extra])
     assert result.exit_code == 0, result.output
     return db

@@ -65,8 +65,7 @@ def snapshot(index_file):
 async def test_queries_while_indexing(big_db, tmp_path, sidecar):
     command = [sys.executable, "-m", "datasette", "imgsim", "index", str(big_db), "--table", "photos",
                "--column", "image", "--method", "phash", "--method", "histogram", "--workers", "2"]
-    if sidecar:
-        command += ["--index-db", str(tmp_path / "big-imgsim.db")]
+    command += ["--index-db", str(tmp_path / "big-imgsim.db")] if sidecar else ["--in-place"]
     indexer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ds = Datasette([str(big_db)])
     seen_counts, errors, similar_calls = set(), [], 0

@@ -115,7 +115,8 @@ def test_indexing_a_hostile_batch(tmp_path, photos, storage):
     conn.commit()
     started = time.monotonic()
     result = CliRunner().invoke(cli, ["imgsim", "index", str(db), "--table", "files", "--column", "image",
-                                      "--method", "phash", "--method", "histogram", "--workers", "2"])
+                                      "--method", "phash", "--method", "histogram", "--workers", "2",
+                                      "--in-place"])
     assert time.monotonic() - started < 120
     assert result.exit_code == 0, result.output
     # Zero-length BLOBs count as "no image" rather than as errors; zero-length files are errors.

@@ -16,7 +16,8 @@ from .helpers import heic_bytes, jpeg_bytes, row_ids
 
 
 def index(*args):
-    result = CliRunner().invoke(cli, ["imgsim", "index", *map(str, args)], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["imgsim", "index", *map(str, args), "--in-place"],
+                                catch_exceptions=False)
     return result
 
 
@@ -159,7 +160,8 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
     conn.commit()
     conn.close()
     command = [sys.executable, "-m", "datasette", "imgsim", "index", str(db), "--table", "photos",
-               "--column", "image", "--method", "hog", "--method", "histogram", "--workers", "2"]
+               "--column", "image", "--method", "hog", "--method", "histogram", "--workers", "2",
+               "--in-place"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     done = 0

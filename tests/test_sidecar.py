@@ -128,3 +128,21 @@ def test_plain_datasette_without_the_plugin_serves_a_sidecar_indexed_database(si
     )
     result = subprocess.run([sys.executable, "-c", script, str(path_db)], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.asyncio
+async def test_sidecar_index_decorates_datasettes_own_pages(sidecar_indexed):
+    """Thumbnail cells, the table action and the row action, as with an in-database index."""
+    from datasette import __version__
+
+    path_db, _ = sidecar_indexed
+    ds = Datasette([str(path_db)])
+    table = await ds.client.get("/photos/photos")
+    assert table.status_code == 200
+    assert table.text.count('class="imgsim-cell"') == 9
+    assert 'class="imgsim-cell-text">img/chelsea.jpg' in table.text  # the path stays readable
+    assert "/photos/photos/-/similar" in table.text and "Search by image" in table.text
+    if __version__.startswith("1."):  # row actions are a 1.0a hook
+        (chelsea,) = row_ids(path_db, "select id from photos where title = 'chelsea'")
+        row = await ds.client.get(f"/photos/photos/{chelsea}")
+        assert "Find similar images" in row.text and f"/photos/photos/-/similar/{chelsea}" in row.text

@@ -10,8 +10,9 @@ import numpy as np
 from ..errors import NotFound
 from . import sidecar
 from .backend import VectorBackend
-from .schema import (INDEX_COLUMNS, IndexSpec, ItemResult, ensure_schema, free_name, now,
-                     save_params, slug)
+from .connection import quote_identifier
+from .schema import (INDEX_COLUMNS, IndexSpec, ItemResult, ensure_schema, free_name, has_table,
+                     now, save_params, slug)
 from .vec0 import Vec0Backend
 
 MAX_K = 1000
@@ -81,28 +82,41 @@ class Store:
             + ", ".join(s.method for s in specs)
         )
 
-    def indexed_tables(self) -> dict[str, tuple[str, str]]:
-        """{table: (image column, key column)} of every index here, first index first."""
-        tables: dict[str, tuple[str, str]] = {}
+    def indexed_tables(self) -> dict[str, dict]:
+        """{table or index name: {"column": image column, "pk": key column, "caption":
+        caption column or None, "query": whether it indexes a query}}, first index first."""
+        tables: dict[str, dict] = {}
         for spec in self.indexes():
-            tables.setdefault(spec.table, (spec.column, spec.pk))
+            tables.setdefault(spec.table, {"column": spec.column, "pk": spec.pk,
+                                           "caption": spec.source.get("caption_column"),
+                                           "query": bool(spec.source_sql)})
         return tables
 
     def create_index(self, table, column, pk, root, method, metric, dims, element_type,
                      params: Optional[dict] = None) -> tuple[IndexSpec, Optional[str]]:
         """Create the index, or return the existing one; an existing index whose
-        definition differs is emptied and redefined (the reason is returned)."""
+        definition differs is emptied and redefined (the reason is returned). The root
+        (where relative paths are resolved) is not part of the definition: a new one is
+        recorded without a rebuild, since a file's fingerprint does not depend on it."""
         self.ensure_schema()
         reason = None
+        source = (params or {}).get("source") or {}
         for existing in self.indexes(table):
             if existing.method != method:
                 continue
-            wanted = (column, pk, root, metric, dims, element_type)
-            have = (existing.column, existing.pk, existing.root, existing.metric,
-                    existing.dims, existing.element_type)
+            wanted = (column, pk, metric, dims, element_type, source.get("sql"))
+            have = (existing.column, existing.pk, existing.metric, existing.dims,
+                    existing.element_type, existing.source_sql)
             if wanted == have:
+                if existing.root != root or existing.source != source:
+                    with self.conn:
+                        self.conn.execute("update _imgsim_indexes set root = ? where id = ?",
+                                          (root, existing.id))
+                        existing.root = root
+                        existing.params = {**existing.params, "source": source} if source else existing.params
+                        save_params(self.conn, existing)
                 return existing, None
-            changed = [n for n, a, b in zip(("column", "pk", "root", "metric", "dims", "type"),
+            changed = [n for n, a, b in zip(("column", "pk", "metric", "dims", "type", "query"),
                                              wanted, have) if a != b]
             reason = f"index definition changed ({', '.join(changed)}): rebuilding"
             self.drop_index(existing)
@@ -129,6 +143,50 @@ class Store:
             self.conn.execute("delete from _imgsim_items where index_id = ?", (spec.id,))
             self.backend.drop(spec)
             self.conn.execute("delete from _imgsim_indexes where id = ?", (spec.id,))
+            if has_table(self.conn, "_imgsim_roots") and not self.conn.execute(
+                    "select 1 from _imgsim_indexes where table_name = ?", (spec.table,)).fetchone():
+                self.conn.execute("delete from _imgsim_roots where table_name = ?", (spec.table,))
+
+    def drop_all(self) -> None:
+        """Remove every _imgsim_ object of this database: no index is left."""
+        for spec in self.indexes():
+            self.drop_index(spec)
+        with self.conn:
+            for kind, name in self.conn.execute(
+                    "select type, name from main.sqlite_master where name like '\\_imgsim\\_%' "
+                    "escape '\\' and type in ('view', 'table') order by type = 'table'").fetchall():
+                self.conn.execute(f"drop {kind} if exists {quote_identifier(name)}")
+
+    # --- allowed roots ----------------------------------------------------------------
+
+    def roots(self, table: str) -> list[str]:
+        """The folders image files of an index name may be read from: each index's own
+        root and the stored ones, in that order."""
+        found = [spec.root for spec in self.indexes(table) if spec.root]
+        if has_table(self.conn, "_imgsim_roots"):
+            found += [root for (root,) in self.conn.execute(
+                "select root from _imgsim_roots where table_name = ? order by origin, root",
+                (table,))]
+        return list(dict.fromkeys(found))
+
+    def add_roots(self, table: str, roots, origin: str = "index") -> list[str]:
+        """Record roots (absolute, existing folders); returns those that were new."""
+        self.ensure_schema()
+        known = set(self.roots(table))
+        added = [root for root in dict.fromkeys(roots) if root not in known]
+        with self.conn:
+            self.conn.executemany(
+                "insert or ignore into _imgsim_roots (table_name, root, origin) values (?, ?, ?)",
+                [(table, root, origin) for root in added])
+        return added
+
+    def remove_root(self, table: str, root: str) -> bool:
+        if not has_table(self.conn, "_imgsim_roots"):
+            return False
+        with self.conn:
+            cursor = self.conn.execute(
+                "delete from _imgsim_roots where table_name = ? and root = ?", (table, root))
+        return cursor.rowcount > 0
 
     def set_params(self, spec: IndexSpec, params: dict) -> None:
         spec.params = params

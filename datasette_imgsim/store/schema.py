@@ -49,6 +49,15 @@ CREATE TABLE IF NOT EXISTS _imgsim_labels (
 );
 CREATE INDEX IF NOT EXISTS _imgsim_labels_by_label ON _imgsim_labels(label, table_name);
 CREATE INDEX IF NOT EXISTS _imgsim_labels_by_pk ON _imgsim_labels(table_name, pk);
+-- Folders the pages may read image files from, per index name (every method of it):
+-- kept apart from the index definitions, so changing them never rebuilds an index.
+-- origin: 'index' (derived when indexing) or 'user' (datasette imgsim roots --add).
+CREATE TABLE IF NOT EXISTS _imgsim_roots (
+    table_name TEXT NOT NULL,
+    root TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    PRIMARY KEY (table_name, root)
+);
 CREATE VIEW IF NOT EXISTS _imgsim_errors AS
     SELECT i.table_name, i.image_column, i.method, it.pk, it.error, it.indexed_at
     FROM _imgsim_items it JOIN _imgsim_indexes i ON i.id = it.index_id
@@ -102,6 +111,16 @@ class IndexSpec:
         return self.params.get("quantized")
 
     @property
+    def source(self) -> dict:
+        """For an index over a query (an app preset or --sql): {"sql", "app", "caption_column",
+        "date_column", "versions_sql"}; {} for an index over a table or view."""
+        return self.params.get("source") or {}
+
+    @property
+    def source_sql(self) -> Optional[str]:
+        return self.source.get("sql")
+
+    @property
     def dtype(self):
         """The numpy type of this index's vectors: float32, or uint8 bytes of packed bits."""
         return np.uint8 if self.element_type == "bit" else np.float32
@@ -132,10 +151,20 @@ class ItemResult:
 
 
 def ensure_schema(conn) -> None:
+    """Create the _imgsim_ tables that are missing (databases indexed by older versions
+    lack the newer ones)."""
     if not conn.execute(
-            "select 1 from main.sqlite_master where name = '_imgsim_indexes'").fetchone():
+            "select 1 from main.sqlite_master where name = '_imgsim_roots'").fetchone():
         conn.executescript(SCHEMA)
         conn.commit()
+
+
+def has_table(conn, name: str) -> bool:
+    """Whether a table is reachable by its unqualified name (main or an attached sidecar)."""
+    for _, schema, _ in conn.execute("pragma database_list").fetchall():
+        if conn.execute(f'select 1 from "{schema}".sqlite_master where name = ?', (name,)).fetchone():
+            return True
+    return False
 
 
 def save_params(conn, spec: IndexSpec) -> None:

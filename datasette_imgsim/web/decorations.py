@@ -10,6 +10,8 @@ from ..store import Store
 
 CELL_SIZE = 96
 INDEX_CACHE_SECONDS = 5.0
+# Columns an app's image table names its files by (digiKam Images.name, ...).
+NAME_COLUMNS = ("name", "filename", "file_name", "title", "baseName", "originalFilename")
 
 _index_cache: dict = {}
 
@@ -32,30 +34,50 @@ async def indexed_tables(datasette, database: str) -> dict:
     return tables
 
 
+def cell_column(found: dict, row) -> str:
+    """Which column of Datasette's table page gets the thumbnail: the image column, or for
+    an index over a query (an app preset, whose path may be computed) the first of the image
+    column, the caption column and the key that the table has."""
+    if not found["query"]:
+        return found["column"]
+    try:
+        columns = list(row.keys())
+    except AttributeError:
+        columns = []
+    for name in (found["column"], found["caption"], *NAME_COLUMNS):
+        if name in columns:
+            return name
+    # Datasette shows the key as the row's link, which no plugin renders: the next column.
+    return next((c for c in columns if c != found["pk"]), found["pk"])
+
+
 def render_cell(datasette, database, table, column, row, value):
     if not table or not database:
         return None
 
     async def inner():
         found = (await indexed_tables(datasette, database)).get(table)
-        if not found or found[0] != column or value is None:
+        if not found or column != cell_column(found, row) or value is None:
             return None
-        pk_column = found[1]
         try:
-            pk = row[pk_column]
+            pk = row[found["pk"]]
         except (IndexError, KeyError):
             return None
         base = datasette.urls.table(database, table)
         encoded = tilde_encode(str(pk))
+        text = value if isinstance(value, (str, int, float)) else None
+        # The thumbnail goes beside the value, not instead of it: the file name stays readable.
         return Markup(
             '<a class="imgsim-cell" href="{similar}" title="Find similar images">'
             '<img src="{thumb}" alt="{alt}" loading="lazy" '
             'style="max-width:{size}px;max-height:{size}px;display:block">'
-            '<span>similar images</span></a>'
+            '<span>similar images</span></a>{text}'
         ).format(similar=f"{base}/-/similar/{encoded}",
                  thumb=f"{base}/-/thumbnail/{encoded}?size={CELL_SIZE}",
                  alt=escape(str(value) if isinstance(value, str) else f"image {pk}"),
-                 size=CELL_SIZE)
+                 size=CELL_SIZE,
+                 text=Markup('<span class="imgsim-cell-text">{}</span>').format(text)
+                 if text is not None else "")
 
     return inner
 
@@ -77,7 +99,7 @@ def row_actions(datasette, database, table, row):
         if not found:
             return []
         try:
-            pk = row[found[1]]
+            pk = row[found["pk"]]
         except (IndexError, KeyError):
             return []
         return [{"href": f"{datasette.urls.table(database, table)}/-/similar/{tilde_encode(str(pk))}",

@@ -6,6 +6,8 @@ from typing import Any
 from datasette.utils import tilde_decode
 from datasette.utils.asgi import Forbidden, NotFound
 
+from ..store import Store
+
 
 def is_datasette_1(datasette) -> bool:
     """Datasette 1.0a (resource-based permissions, its own CSRF checks) rather than 0.65."""
@@ -40,6 +42,7 @@ async def visible_table(datasette, request) -> tuple[Any, str, bool]:
     visible, private = await can_view_table(datasette, request.actor, db.name, table)
     if not visible:
         raise Forbidden("You do not have permission to view this table")
-    if not (await db.table_exists(table) or table in await db.view_names()):
+    if not (await db.table_exists(table) or table in await db.view_names()
+            or await db.execute_fn(lambda conn: bool(Store(conn).indexes(table)))):
         raise NotFound(f"table not found: {table}")
     return db, table, private

@@ -18,6 +18,8 @@ def fetch_rows(conn, spec, pks: list) -> dict:
     """{pk: (row_path or None, {column: value})} for the rows with these keys."""
     if not pks:
         return {}
+    if spec.source_sql:
+        return _fetch_query_rows(conn, spec, pks)
     is_view = bool(conn.execute(
         "select 1 from sqlite_master where type = 'view' and name = ?", (spec.table,)).fetchone())
     key = "rowid" if spec.pk == "rowid" else quote_identifier(spec.pk)
@@ -62,3 +64,23 @@ def caption(row: dict, spec) -> str:
         if value.strip():
             return value[:80]
     return ""
+
+
+def _fetch_query_rows(conn, spec, pks: list) -> dict:
+    """Rows of an index over a query (an app preset): the query's columns; the row page is
+    the app table's own when the index is named after a table whose key is the query's."""
+    key = quote_identifier(spec.pk)
+    is_table = bool(conn.execute(
+        "select 1 from sqlite_master where type = 'table' and name = ?", (spec.table,)).fetchone())
+    own_pages = is_table and detect_primary_keys(conn, spec.table) == [spec.pk]
+    found = {}
+    for start in range(0, len(pks), CHUNK):
+        chunk = pks[start:start + CHUNK]
+        cursor = conn.execute(f"select * from ({spec.source_sql}) where {key} in "
+                              f"({', '.join('?' * len(chunk))})", chunk)
+        names = [d[0] for d in cursor.description]
+        for values in cursor:
+            row = dict(zip(names, values))
+            pk = row[spec.pk]
+            found[pk] = (tilde_encode(str(pk)) if own_pages else None, row)
+    return found

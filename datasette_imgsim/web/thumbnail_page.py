@@ -24,13 +24,15 @@ async def thumbnail_view(datasette, request):
     settings = config(datasette, db.name, table)
 
     def work(conn):
-        spec = ImageIndex.over(conn).index(table, method)
-        return spec, image_value(conn, spec, pk)
+        images = ImageIndex.over(conn)
+        spec = images.index(table, method)
+        return spec, image_value(conn, spec, pk), images.store.roots(table)
 
-    spec, value = await in_db(db, work)
+    spec, value, roots = await in_db(db, work)
+    roots += [str(root) for root in settings.get("roots") or ()]
     loop = asyncio.get_running_loop()
     try:
-        source = await loop.run_in_executor(None, thumbnails.image_source, value, spec.root)
+        source = await loop.run_in_executor(None, thumbnails.image_source, value, spec.root, roots)
     except ThumbnailError as e:
         raise http_error(e)
     etag = '"' + thumbnails.cache_key(source, size, fmt) + '"'
