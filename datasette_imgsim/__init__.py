@@ -34,6 +34,9 @@ def prepare_jinja2_environment(env, datasette):
     from jinja2 import ChoiceLoader, FileSystemLoader
 
     env.loader = ChoiceLoader([env.loader, FileSystemLoader(str(templates_dir()))])
+    from .web.upload_page import human_size
+
+    env.filters["imgsim_size"] = human_size  # 20971520 -> "20 MB"
 
 
 @hookimpl
@@ -73,6 +76,10 @@ def startup(datasette):
         import sys
 
         print(f"datasette-imgsim: {e}", file=sys.stderr)
+    # Decodes in killable worker processes, one-line SQL errors, index files warmed.
+    from . import server
+
+    server.start(datasette)
 
 
 @hookimpl
@@ -106,9 +113,58 @@ def row_actions(datasette, database, table, row):
     return decorations.row_actions(datasette, database, table, row)
 
 
+# The _imgsim_ tables follow their source tables' permissions (web/permissions.py).
+# Datasette 0.65: the last answer that is not None wins, so this one runs last.
+@hookimpl(trylast=True)
+def permission_allowed(datasette, actor, action, resource):
+    from .web.permissions import index_table_allowed
+
+    return index_table_allowed(datasette, actor, action, resource)
+
+
+# Datasette 1.0a: a child-level deny beats any allow.
+@hookimpl
+def permission_resources_sql(datasette, actor, action):
+    from .web.permissions import index_table_rules
+
+    return index_table_rules(datasette, actor, action)
+
+
+# A plugin route asked for .json answers a 403 in JSON on both lines.
+@hookimpl
+def forbidden(datasette, request, message):
+    from .web.permissions import forbidden_response
+
+    return forbidden_response(request, message)
+
+
 # Datasette 0.65 only: see web/upload.py's check_form_csrf.
 @hookimpl
 def skip_csrf(datasette, scope):
     from .web import upload
 
     return upload.skip_csrf(datasette, scope)
+
+
+# Both lines: the table page's gallery link (and image_column_first), 0.65's row strip.
+@hookimpl
+def extra_body_script(template, database, table, columns, view_name, request, datasette):
+    from .web import pagehooks
+
+    return pagehooks.extra_body_script(datasette, database, table, columns, view_name, request)
+
+
+# Datasette 1.0a only: the similar strip on the row page.
+@hookimpl
+def top_row(datasette, request, database, table, row):
+    from .web import strip
+
+    return strip.top_row(datasette, request, database, table, row)
+
+
+# Datasette 0.65 only (1.0a hides _imgsim_ tables itself): hidden-table metadata.
+@hookimpl
+def get_metadata(datasette, key, database, table):
+    from .web import pagehooks
+
+    return pagehooks.hidden_metadata(datasette, database)

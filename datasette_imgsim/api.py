@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from . import search
 from .errors import ImgsimError, NotFound, SourceError, SourceLocked
-from .store import IndexSpec, Store, connect
+from .store import IndexSpec, Store, connect, quote_identifier
 from .store.sidecar import attach, find_sidecar, sidecar_path
 
 
@@ -84,6 +84,36 @@ def has_own_index(conn) -> bool:
         "select 1 from main.sqlite_master where name = '_imgsim_indexes'").fetchone())
 
 
+def lock_holder(path) -> Optional[int]:
+    """The process holding a flock on path, from /proc/locks (Linux), if it can be told."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if "FLOCK" in fields:
+                    at = fields.index("FLOCK")
+                    pid, where = fields[at + 3], fields[at + 4]
+                    if where.rsplit(":", 1)[-1] == str(inode) and pid.isdigit():
+                        return int(pid)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rebuild_suggestion(spec: IndexSpec) -> Optional[str]:
+    """What a rebuild would bring, when the index was built with an older embedding."""
+    from .plugins import get_methods
+
+    method = get_methods().get(spec.method)
+    built = spec.params.get("embedding_version", 1)
+    if method is None or built >= method.version:
+        return None
+    return (f"built with {spec.method} embedding version {built}; version {method.version} "
+            "finds copies of wide, tall and bordered photos and heavily edited copies better: "
+            f"rebuild with --method {spec.method} --rebuild")
+
+
 class ImageIndex:
     """The image indexes of one photo database: in it, or in its sidecar index database.
 
@@ -144,9 +174,41 @@ class ImageIndex:
         already attached): for SQL functions and pages."""
         return cls(conn, Store(conn))
 
+    def lock_for_writing(self, notify: Optional[Callable[[str], None]] = None,
+                         wait: bool = True) -> None:
+        """Hold the index database for one index run at a time (an advisory lock on its
+        file, released when this object closes or its process dies). A second run waits
+        for the first, saying which process holds it (wait=False: SourceLocked)."""
+        if getattr(self, "_lock_fd", None) is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # not on Windows: SQLite's own locking only
+            return
+        path = self.store.conn.execute("pragma database_list").fetchone()[2]
+        if not path:
+            return
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(path)
+            message = (f"another index run{f' (process {holder})' if holder else ''} "
+                       f"is writing to {path}")
+            if not wait:
+                os.close(fd)
+                raise SourceLocked(f"{message}: wait for it to finish") from None
+            if notify:
+                notify(f"{message}: waiting for it to finish...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
+
     def close(self) -> None:
         """Close the connections; an index database this object created and never filled
         (a run that stopped on a locked source or a bad name) is removed."""
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         empty = self.created is not None and not self.store.indexes()
         for conn in {id(c): c for c in (self.source, self.store.conn)}.values():
             conn.close()
@@ -167,14 +229,15 @@ class ImageIndex:
                       pk: Optional[str] = None, root: Optional[str] = None,
                       notes: Optional[Callable[[str], None]] = None, sql: Optional[str] = None,
                       name: Optional[str] = None, app: Optional[str] = None,
-                      volumes: Optional[dict] = None) -> BuildPlan:
+                      volumes: Optional[dict] = None, rebuild: bool = False) -> BuildPlan:
         """Check what to index (a table and column, a query, or the database's app preset)
         and create (or redefine) the indexes, before any image is read."""
         from .files import check_root
         from .plugins import default_method_name, get_method
         from .selection import derived_roots, select
-        from .source import count_rows, default_root
+        from .source import check_keys, count_rows, default_root
 
+        self.lock_for_writing(notes)
         chosen = [get_method(name) for name in (methods or [default_method_name()])]
         for method in chosen:
             wanted = metric if (metric and method.element_type == "float") else method.metric
@@ -182,6 +245,7 @@ class ImageIndex:
                 raise SourceError(f"{method.name} does not support metric {wanted!r}")
         selection = select(self.source, table, column, pk, sql, name, app, volumes)
         source = selection.source
+        check_keys(self.source, source, unique=not self._declared_key(source))
         if root:
             root = check_root(root)
         elif self.database_path:
@@ -191,10 +255,20 @@ class ImageIndex:
         for note in selection.notes:
             if notes:
                 notes(note)
-        params = {"source": selection.source_params} if selection.source_params else {}
         specs = []
         for method in chosen:
             wanted = metric if (metric and method.element_type == "float") else method.metric
+            # The embedding version is recorded once, at creation: an index built with an
+            # older one keeps it (status suggests the rebuild) rather than mixing versions.
+            params = {"embedding_version": method.version}
+            if selection.source_params:
+                params["source"] = selection.source_params
+            if rebuild:
+                for existing in self.store.indexes(source.table):
+                    if existing.method == method.name:
+                        self.store.drop_index(existing)
+                        if notes:
+                            notes(f"{method.name}: rebuilding")
             spec, note = self.store.create_index(source.table, source.column, source.pk, root,
                                                  method.name, wanted, method.dims,
                                                  method.element_type, params)
@@ -205,6 +279,18 @@ class ImageIndex:
         added = self.store.add_roots(source.table, roots)
         return BuildPlan(source, root, specs, count_rows(self.source, source), tuple(added),
                          selection.app, selection.notes)
+
+    def _declared_key(self, source) -> bool:
+        """Whether source's key is its table's single-column primary key (unique already)."""
+        if source.sql:
+            return False
+        try:
+            info = self.source.execute(
+                f"pragma table_info({quote_identifier(source.table)})").fetchall()
+        except Exception:
+            return False
+        keys = [r[1] for r in info if r[5]]
+        return keys == [source.pk]
 
     def run_build(self, plan: "BuildPlan", workers: int = 1,
                   progress: Optional[Callable[[int], None]] = None):
@@ -269,7 +355,9 @@ class ImageIndex:
         return [{"table": spec.table, "column": spec.column, "method": spec.method,
                  "metric": spec.metric, "dims": spec.dims, **self.store.counts(spec),
                  "root": spec.root, "roots": self.store.roots(spec.table),
-                 "app": spec.source.get("app"), "updated": spec.updated_at}
+                 "app": spec.source.get("app"), "updated": spec.updated_at,
+                 "embedding_version": spec.params.get("embedding_version", 1),
+                 "rebuild_suggested": rebuild_suggestion(spec)}
                 for spec in self.store.indexes()]
 
     def errors(self, limit: int = 100) -> list[dict]:

@@ -3,11 +3,13 @@ one-line message here and nowhere else."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
 import sys
 import time
+from typing import Optional
 
 import click
 
@@ -35,14 +37,42 @@ def method_option(help: str = "Index to use (default: the table's default index)
     return click.option("--method", help=help)
 
 
+def environment_error(e: BaseException) -> Optional[str]:
+    """The one-line message for a failure of the machine rather than of the code: a full
+    disk, a database another program holds, a read-only file. None: a bug."""
+    text = str(e)
+    lowered = text.lower()
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or "disk is full" in lowered:
+        return ("the disk is full: the index database could not be written. What was "
+                "indexed so far is kept; free some space and run the same command again")
+    if "database is locked" in lowered or "database is busy" in lowered:
+        return ("the index database is locked by another program (an index run, or an "
+                "app with it open): wait for it to finish and run the command again")
+    if "readonly database" in lowered or "read-only" in lowered:
+        return f"cannot write the index database: {text}"
+    if "not a database" in lowered or "malformed" in lowered:
+        return f"the index database is not a SQLite database, or is damaged: {text}"
+    if isinstance(e, OSError):
+        return f"{e.strerror or text}" + (f": {e.filename}" if e.filename else "")
+    return None
+
+
 def user_errors(fn):
-    """Turn the user's errors into click's one-line message (and exit status 1)."""
+    """Turn the user's errors, and the machine's (full disk, locked database), into
+    click's one-line message (and exit status 1)."""
+    from .store.connection import SQLITE_ERRORS
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ImgsimError as e:
             raise click.ClickException(str(e)) from None
+        except (OSError, *SQLITE_ERRORS) as e:
+            message = environment_error(e)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
     return wrapper
 
 
@@ -96,9 +126,12 @@ def register(cli: click.Group) -> None:
     @click.option("--in-place", is_flag=True,
                   help="Keep the index inside DATABASE itself (default: a sidecar beside it, "
                        "so a database the plugin did not create is never written to)")
+    @click.option("--rebuild", is_flag=True,
+                  help="Build the named methods' indexes again from scratch (e.g. with a newer "
+                       "embedding version, as status suggests)")
     @user_errors
     def index(database, table, column, sql, name, app, volumes, methods, metric, root, pk, workers,
-              index_db, in_place):
+              index_db, in_place, rebuild=False):
         """Extract image features for every photo of DATABASE into sqlite-vec indexes.
 
         With no --table, a photo manager's database (digiKam, Shotwell, darktable,
@@ -107,10 +140,18 @@ def register(cli: click.Group) -> None:
         processes only new or changed rows and drops vectors of deleted rows; a killed
         run continues where it stopped.
         """
+        from .indexer import MAX_WORKERS, worker_cap
+
+        if worker_cap(workers) < workers:
+            click.echo(f"--workers {workers}: using {worker_cap(workers)} (at most twice the "
+                       f"{os.cpu_count()} cores, and {MAX_WORKERS}: more only cost memory)",
+                       err=True)
+            workers = worker_cap(workers)
         with opened(database, index_db, write=True, in_place=in_place) as images:
             plan = images.prepare_build(table, column, methods, metric, pk, root,
                                         notes=lambda text: click.echo(text, err=True), sql=sql,
-                                        name=name, app=app, volumes=parse_volumes(volumes))
+                                        name=name, app=app, volumes=parse_volumes(volumes),
+                                        rebuild=rebuild)
             where = ("" if images.store.conn is images.source
                      else f" into {images.store.conn.execute('pragma database_list').fetchone()[2]}")
             if plan.app and plan.app != "generic":
@@ -235,6 +276,9 @@ def register(cli: click.Group) -> None:
         for table in dict.fromkeys(r["table"] for r in rows):
             roots = next(r["roots"] for r in rows if r["table"] == table)
             click.echo(f"{table}: images served from {', '.join(roots) or '(no folder: BLOBs only)'}")
+        for row in rows:
+            if row["rebuild_suggested"]:
+                click.echo(f"{row['table']} {row['method']}: {row['rebuild_suggested']}")
         for error in errors:
             click.echo(f"  error: {error['table']} {error['method']} {error['pk']!r}: {error['error']}")
 

@@ -6,16 +6,17 @@ import contextlib
 import multiprocessing
 import os
 import sys
-import threading
 import time
 import types
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .images import ImageError, load_image
+from . import procs
+from .images import ImageError, _shown, load_image
 from .methods.base import Method
 from .plugins import get_method
 from .source import SourceTable, fingerprint, iter_rows
@@ -25,6 +26,16 @@ from .store import IndexSpec, ItemResult, Store
 # so a killed run loses at most one batch and readers never see half of one.
 WRITE_ROWS = 256
 WRITE_SECONDS = 2.0
+# More worker processes than this only add memory (each holds its methods' models,
+# ~350 MB for cnn): --workers is capped at twice the cores, and at MAX_WORKERS.
+MAX_WORKERS = 32
+CRASHED = ("the decoder crashed on this image (its worker process died: out of memory, "
+           "or a bug in a decoding library)")
+
+
+def worker_cap(requested: int) -> int:
+    """The number of worker processes a run uses for `requested` (see MAX_WORKERS)."""
+    return max(1, min(int(requested), 2 * (os.cpu_count() or 1), MAX_WORKERS))
 
 
 @dataclass
@@ -51,17 +62,18 @@ class Task:
     index_ids: tuple  # which indexes need this row
 
 
-def extract_chunk(tasks: Sequence[Task], jobs: Sequence[tuple[int, Method, str]]) -> list:
-    """Worker side: decode each image once at the size its methods need, then run
-    each method over the batch. Returns [(pk, fingerprint, {index_id: (vector, labels) | error})]."""
-    methods = {index_id: (method, metric) for index_id, method, metric in jobs}
+def extract_chunk(tasks: Sequence[Task], jobs: Sequence[tuple[int, Method, str, Optional[int]]]) -> list:
+    """Worker side: decode each image once at the size its methods need, then run each
+    method (at the embedding version its index was built with) over the batch.
+    Returns [(pk, fingerprint, {index_id: (vector, labels) | error})]."""
+    methods = {index_id: (method, metric, version) for index_id, method, metric, version in jobs}
     out = []
     pixels: list[Optional[np.ndarray]] = []
     for task in tasks:
         min_size = max(methods[i][0].min_size for i in task.index_ids)
         try:
             if task.fingerprint == "missing":
-                raise ImageError(f"file not found: {task.source}")
+                raise ImageError(f"file not found: {_shown(task.source)}")
             pixels.append(load_image(task.source, min_size))
             out.append((task.pk, task.fingerprint, {}))
         except ImageError as e:
@@ -71,27 +83,28 @@ def extract_chunk(tasks: Sequence[Task], jobs: Sequence[tuple[int, Method, str]]
             pixels.append(None)
             out.append((task.pk, task.fingerprint,
                         {i: f"cannot read image: {e.__class__.__name__}: {e}" for i in task.index_ids}))
-    for index_id, (method, metric) in methods.items():
+    for index_id, (method, metric, version) in methods.items():
         wanted = [n for n, t in enumerate(tasks) if index_id in t.index_ids and pixels[n] is not None]
-        for n, result in zip(wanted, _run_method(method, metric, [pixels[n] for n in wanted])):
+        images = [pixels[n] for n in wanted]
+        for n, result in zip(wanted, _run_method(method, metric, version, images)):
             out[n][2][index_id] = result
     return out
 
 
-def _run_method(method: Method, metric: str, images: list) -> list:
+def _run_method(method: Method, metric: str, version: Optional[int], images: list) -> list:
     if not images:
         return []
     try:
-        return _extract(method, metric, images)
+        return _extract(method, metric, version, images)
     except Exception as e:
         if len(images) > 1:
             # One bad image must not fail its batch: retry one at a time.
-            return [r for image in images for r in _run_method(method, metric, [image])]
+            return [r for image in images for r in _run_method(method, metric, version, [image])]
         return [f"{method.name} failed: {e.__class__.__name__}: {e}"]
 
 
-def _extract(method: Method, metric: str, images: list) -> list:
-    features = method.extract(images)
+def _extract(method: Method, metric: str, version: Optional[int], images: list) -> list:
+    features = method.extractor(version)(images)
     vectors = method.vectors_for(features.vectors, metric)
     labels = features.labels or [None] * len(images)
     if len(vectors) != len(images):
@@ -99,8 +112,13 @@ def _extract(method: Method, metric: str, images: list) -> list:
     return [(vector, label) for vector, label in zip(vectors, labels)]
 
 
-def _init_worker():
+def _init_worker(owner_pid: Optional[int] = None):
     from .methods import base
+
+    # Die with the indexing process, even killed with -9: the kernel signals us when
+    # our parent (the forkserver) dies, and a thread watches the indexing process itself.
+    procs.set_parent_death_signal()
+    procs.exit_with(owner_pid or os.getppid())
 
     base.threads_per_process = 1
     try:
@@ -110,14 +128,6 @@ def _init_worker():
         cv2.setNumThreads(1)
     except Exception:
         pass
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-
-
-def _exit_with_parent(parent_pid: int):
-    # A run killed with -9 cannot stop its pool; orphaned workers stop themselves.
-    while os.getppid() == parent_pid:
-        time.sleep(1)
-    os._exit(1)
 
 
 @contextlib.contextmanager
@@ -146,13 +156,14 @@ class Indexer:
         self.source = source
         self.root = root
         self.specs = {spec.id: spec for spec in specs}
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = worker_cap(workers or os.cpu_count() or 1)
         self.progress = progress or (lambda n: None)
         methods = [get_method(spec.method) for spec in specs]
         self.chunk_size = max([m.batch_size for m in methods] + [8])
         # Methods travel to workers pickled (their functions by reference), so methods a
         # plugin registered at run time work in fresh worker processes too.
-        self.jobs = tuple((spec.id, method, spec.metric) for spec, method in zip(specs, methods))
+        self.jobs = tuple((spec.id, method, spec.metric, spec.params.get("embedding_version"))
+                          for spec, method in zip(specs, methods))
 
     def run(self) -> Summary:
         summary = Summary()
@@ -175,25 +186,68 @@ class Indexer:
             self.progress(len(chunk_result))
             flush()
 
-        executor = self._executor()
+        self.executor = self._executor()
         in_flight: collections.deque[Future] = collections.deque()
+        chunk_of: dict = {}
         chunk: list[Task] = []
 
+        def crashed(tasks):
+            collect([(t.pk, t.fingerprint, {i: CRASHED for i in t.index_ids}) for t in tasks])
+
+        def recover(broken: list):
+            """A worker died (a decoder crash, the OOM killer): every chunk in flight
+            failed with it. A fresh pool runs each of their images alone, one at a time,
+            so the image that kills its worker is recorded as an error and only it."""
+            for future in in_flight:
+                broken.append(chunk_of.pop(future))
+            in_flight.clear()
+            for tasks in broken:
+                for task in tasks:
+                    self._restart()
+                    try:
+                        collect(self.executor.submit(extract_chunk, [task], self.jobs).result())
+                    except BrokenProcessPool:
+                        crashed([task])
+            self._restart()
+
+        def settle(done):
+            broken = []
+            for future in [f for f in in_flight if f in done]:
+                in_flight.remove(future)
+                tasks = chunk_of.pop(future)
+                try:
+                    collect(future.result())
+                except BrokenProcessPool:
+                    broken.append(tasks)
+            if broken:
+                recover(broken)
+
         def submit(tasks):
-            if executor is None:
+            if self.executor is None:
                 collect(extract_chunk(tasks, self.jobs))
                 return
-            in_flight.append(executor.submit(extract_chunk, tasks, self.jobs))
+            try:
+                future = self.executor.submit(extract_chunk, tasks, self.jobs)
+            except BrokenProcessPool:
+                recover([tasks])
+                return
+            chunk_of[future] = tasks
+            in_flight.append(future)
             # Bounded read-ahead: memory stays flat however large the table.
             while len(in_flight) >= self.workers * 3:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in [f for f in in_flight if f in done]:
-                    in_flight.remove(future)
-                    collect(future.result())
+                settle(done)
 
         try:
             for pk, value in iter_rows(self.source_conn, self.source):
-                print_, source = fingerprint(value, self.root)
+                try:
+                    print_, source = fingerprint(value, self.root)
+                except ImageError as e:  # a value no file or image can come from
+                    seen.add(pk)
+                    pending.append((pk, "invalid", {i: str(e) for i in self.specs}))
+                    self.progress(1)
+                    flush()
+                    continue
                 if print_ is None:
                     # No image (NULL or empty): a vector it had before is removed below.
                     summary.empty += 1
@@ -211,9 +265,8 @@ class Indexer:
                     chunk = []
             if chunk:
                 submit(chunk)
-            for future in in_flight:
-                collect(future.result())
-            in_flight.clear()
+            while in_flight:
+                settle(wait(in_flight)[0])
             flush(force=True)
             summary.removed = self._remove_missing(known, seen)
         except KeyboardInterrupt:
@@ -225,10 +278,16 @@ class Indexer:
                     pending.extend(future.result())
             flush(force=True)
         finally:
-            if executor is not None:
-                executor.shutdown(wait=not summary.interrupted, cancel_futures=True)
+            if self.executor is not None:
+                self.executor.shutdown(wait=not summary.interrupted, cancel_futures=True)
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _restart(self) -> None:
+        """A fresh pool in place of a broken one (a no-op while the pool works)."""
+        if self.executor is not None and getattr(self.executor, "_broken", False):
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = self._executor()
 
     def _executor(self):
         if self.workers <= 1:
@@ -237,10 +296,13 @@ class Indexer:
         # whose locks a forked child inherits mid-use and deadlocks on.
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["datasette_imgsim.indexer"])
+            # The forkserver imports procs first: it then dies with this process.
+            procs.mark_owner()
+            context.set_forkserver_preload(["datasette_imgsim.procs", "datasette_imgsim.indexer"])
         else:
             context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
+        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(os.getpid(),))
 
     def _write(self, rows: list, summary: Summary) -> None:
         by_index: dict[int, list[ItemResult]] = collections.defaultdict(list)

@@ -54,7 +54,7 @@ def embed_image(spec: IndexSpec, data: bytes) -> np.ndarray:
     """An image's vector as the index stores it (ImageError if it is not an image)."""
     method = get_method(spec.method)
     pixels = load_image(data, method.min_size)
-    features = method.extract([pixels])
+    features = method.extractor(spec.params.get("embedding_version"))([pixels])
     return method.vectors_for(features.vectors, spec.metric)[0]
 
 

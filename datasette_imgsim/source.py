@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from .errors import NotFound, SourceError
+from .errors import ImageError, NotFound, SourceError
 from .images import resolve_path
 from .store import is_internal, key_candidates, quote_identifier
 from .store.connection import SQLITE_ERRORS
@@ -29,6 +29,15 @@ class SourceTable:
 
     def key_sql(self) -> str:
         return "rowid" if self.pk == "rowid" and not self.sql else quote_identifier(self.pk)
+
+    def read_sql(self) -> str:
+        """(key, key's type, image, image's type), text read as bytes: a value that is
+        not valid UTF-8 would otherwise stop the whole read (iter_rows decodes)."""
+        key, column = self.key_sql(), quote_identifier(self.column)
+        return (f"select case when typeof({key}) = 'text' then cast({key} as blob) "
+                f"else {key} end, typeof({key}), "
+                f"case when typeof({column}) = 'text' then cast({column} as blob) "
+                f"else {column} end, typeof({column}) from {self._from()}")
 
     def select_sql(self, extra_where: str = "") -> str:
         return (
@@ -120,6 +129,8 @@ def fingerprint(value: Any, root: Union[str, os.PathLike]) -> tuple[Optional[str
     """What identifies this version of a row's image, and the source to load it from.
 
     NULL or empty: (None, None), meaning no image; a file that is not there: "missing".
+    A value no image can come from (a number, a path with a NUL byte or of absurd
+    length): ImageError, with a message for the row's error.
     """
     if value is None:
         return None, None
@@ -128,15 +139,36 @@ def fingerprint(value: Any, root: Union[str, os.PathLike]) -> tuple[Optional[str
         if not data:
             return None, None
         return blob_fingerprint(data), data
-    text = str(value).strip()
+    if not isinstance(value, str):
+        raise ImageError(f"not an image path or BLOB: the {type(value).__name__} value "
+                         f"{str(value)[:40]}")
+    text = value.strip()
     if not text:
         return None, None
+    if "\x00" in text:
+        raise ImageError("the image path contains a NUL byte")
+    if len(text) > MAX_PATH:
+        raise ImageError(f"the image path is too long: {len(text):,} characters "
+                         f"(limit {MAX_PATH:,})")
     path = resolve_path(text, root)
     try:
         stat = path.stat()
-    except OSError:
+    except (OSError, ValueError):
         return "missing", str(path)
     return file_fingerprint(stat), str(path)
+
+
+# Longer than any real path (PATH_MAX is 4096 on Linux).
+MAX_PATH = 4096
+
+
+def _text(data: bytes) -> str:
+    """Text the database holds, decoded: invalid UTF-8 (a file name in another encoding)
+    keeps its bytes as surrogates, as os.fsdecode does, so the file can still be found."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape")
 
 
 def image_value(conn, spec, pk) -> Any:
@@ -144,21 +176,65 @@ def image_value(conn, spec, pk) -> Any:
 
     spec is the row's IndexSpec; a key that arrived as text (a URL) also matches an
     integer key. NotFound when no row has that key."""
-    sql = SourceTable.of(spec).row_sql()
+    source = SourceTable.of(spec)
+    column = quote_identifier(source.column)
+    # Text read as bytes and decoded here: a value that is not UTF-8 is a path to look
+    # for (or to refuse), not an exception on a SQL thread.
+    sql = (f"select typeof({column}), case when typeof({column}) = 'text' then "
+           f"cast({column} as blob) else {column} end from {source._from()} "
+           f"where {source.key_sql()} = ?")
     for candidate in key_candidates(pk):
         row = conn.execute(sql, (candidate,)).fetchone()
         if row is not None:
-            return row[1]
+            return _text(bytes(row[1])) if row[0] == "text" else row[1]
     raise NotFound(f"row {pk!r} not found in {spec.table!r}")
 
 
 def iter_rows(conn, source: SourceTable, batch: int = 256) -> Iterator[tuple[Any, Any]]:
-    cursor = conn.execute(source.select_sql())
+    """(key, image value) of every row; text is decoded here, so that a value that is
+    not valid UTF-8 costs its row (an error row), not the whole read."""
+    cursor = conn.execute(source.read_sql())
     while True:
         rows = cursor.fetchmany(batch)
         if not rows:
             return
-        yield from rows
+        for key, key_type, value, value_type in rows:
+            if key_type == "text":
+                key = bytes(key).decode("utf-8", "replace")
+            if value_type == "text":
+                value = _text(bytes(value))
+            yield key, value
+
+
+def check_keys(conn, source: SourceTable, unique: bool = True) -> None:
+    """--pk must identify the rows: never NULL, never twice (SourceError naming a value
+    that is not). Checked before an index run writes anything. unique=False: the key
+    is the table's own primary key, unique by SQLite's constraint."""
+    if source.pk == "rowid" and not source.sql:
+        return
+    key = source.key_sql()
+    name = "the key" if source.sql else f"--pk {source.pk!r}"
+    try:
+        nulls = conn.execute(f"select count(*) from {source._from()} where {key} is null").fetchone()[0]
+        if nulls:
+            raise SourceError(f"{name} is NULL in {nulls:,} row{'s' if nulls != 1 else ''} of "
+                              f"{source.table!r}: name a column that identifies every row "
+                              "with --pk")
+        if not unique:
+            return
+        row = conn.execute(
+            f"select typeof(k), cast(k as blob), n from (select {key} as k, count(*) as n "
+            f"from {source._from()} group by {key} having count(*) > 1 limit 1)").fetchone()
+    except SQLITE_ERRORS as e:
+        raise SourceError(f"cannot check the keys of {source.table!r}: {e}") from None
+    if row is not None:
+        kind, raw, count = row
+        value = bytes(raw).decode("utf-8", "replace") if kind == "text" else raw
+        if kind == "blob":
+            value = f"<{len(raw)} byte BLOB>"
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise SourceError(f"{name} is not unique in {source.table!r}: {shown} is the key of "
+                          f"{count:,} rows; name a column that identifies every row with --pk")
 
 
 def count_rows(conn, source: SourceTable) -> int:

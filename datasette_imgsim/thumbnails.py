@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 
 from .errors import ImageError, MissingImage, OutsideRoot, ThumbnailError  # noqa: F401 (re-exported)
 from .files import allowed_file
-from .images import KIND_KEY, open_image, read_source
+from .images import KIND_KEY, open_image, read_file, read_source
 from .source import blob_fingerprint, file_fingerprint
 
 DEFAULT_SIZE = 256
@@ -217,3 +217,74 @@ def thumbnail(source: ImageSource, size: int, fmt: str, cache) -> bytes:
         with _making_lock:
             if _making.get(key) is lock and not lock.locked():
                 del _making[key]
+
+
+# --- full-size images (the lightbox and "original file") ---------------------------------
+
+LARGE_RENDER = 2048
+DEFAULT_MAX_FULL_BYTES = 200 * 1024 * 1024
+NATIVE = (  # what every browser shows as is: served as the original bytes
+    (b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"),
+)
+
+
+def native_type(head: bytes) -> Optional[str]:
+    """The content type of a browser-native image (JPEG, PNG, GIF, WebP), else None."""
+    for magic, content_type in NATIVE:
+        if head.startswith(magic):
+            return content_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def source_size(source: ImageSource) -> int:
+    if source.data is not None:
+        return len(source.data)
+    try:
+        return source.path.stat().st_size
+    except OSError:
+        raise MissingImage("image file cannot be read") from None
+
+
+def _head(source: ImageSource) -> bytes:
+    if source.data is not None:
+        return source.data[:16]
+    try:
+        return read_file(source.path, head=16)  # a regular file only: never blocks on a FIFO
+    except ImageError:
+        raise MissingImage("image file cannot be read") from None
+
+
+def full_image(source: ImageSource, cache, max_bytes: int = DEFAULT_MAX_FULL_BYTES) -> tuple[bytes, str]:
+    """(body, content type): the original bytes of a browser-native image, or a large
+    JPEG rendering (LARGE_RENDER px) of anything else (RAW, HEIC, TIFF, a video's frame).
+    ThumbnailError (413) for a file over max_bytes, before it is read."""
+    size = source_size(source)
+    if size > max_bytes:
+        raise ThumbnailError(f"image too large to serve: {size / 1e6:.0f} MB, the limit is "
+                             f"{max_bytes / 1e6:.0f} MB (plugin config max_image_bytes)", 413)
+    content_type = native_type(_head(source))
+    if content_type:
+        return source.read(), content_type
+    return thumbnail(source, LARGE_RENDER, "jpeg", cache), "image/jpeg"
+
+
+def download_name(source: ImageSource, fallback: str, content_type: str) -> str:
+    """The file name a browser saves the image as: the original's, or fallback plus the
+    extension of what is sent (a rendering of a RAW file is a .jpg)."""
+    extension = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif",
+                 "image/webp": ".webp"}[content_type]
+    if source.path is not None:
+        name = source.path.name
+        return name if native_type(_head(source)) else f"{source.path.stem}{extension}"
+    return f"{fallback}{extension}"
+
+
+def content_disposition(name: str) -> str:
+    """inline; filename="..." (ASCII, quotes dropped) and filename*= for the real name."""
+    from urllib.parse import quote
+
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -55,3 +55,36 @@ def test_memory_database_is_not_a_file(tmp_path, monkeypatch):
     store = Store(connect(":memory:"))
     store.ensure_schema()
     assert store.indexes() == [] and list(tmp_path.iterdir()) == []
+
+
+def test_an_index_built_with_an_older_embedding_keeps_working_and_says_so(tmp_path):
+    """demo.db's cnn index predates embedding versions (version 1, the centre crop): queries
+    are embedded the same way, and status suggests the rebuild that brings version 2."""
+    import shutil
+    import sqlite3
+
+    from click.testing import CliRunner
+    from datasette.cli import cli
+
+    from datasette_imgsim.plugins import get_method
+
+    demo = tmp_path / "demo.db"
+    shutil.copy(DEMO, demo)
+    (image,) = sqlite3.connect(demo).execute("select image from photos where id = 7").fetchone()
+    with ImageIndex.open(demo) as index:
+        (nearest,) = index.similar_to_image("photos", image, k=1, method="cnn")
+        status = {row["method"]: row for row in index.status()}
+    assert nearest.pk == 7 and nearest.distance < 1e-3  # same embedding as stored
+    assert get_method("cnn").version == 2 and status["cnn"]["embedding_version"] == 1
+    assert "--rebuild" in status["cnn"]["rebuild_suggested"]
+    assert status["phash"]["rebuild_suggested"] is None
+    result = CliRunner().invoke(cli, ["imgsim", "status", str(demo)])
+    assert "photos cnn: built with cnn embedding version 1" in result.output
+    result = CliRunner().invoke(cli, ["imgsim", "index", str(demo), "--table", "photos", "--column",
+                                      "image", "--method", "cnn", "--rebuild", "--workers", "1"])
+    assert result.exit_code == 0 and "cnn: rebuilding" in result.output, result.output
+    with ImageIndex.open(demo) as index:
+        (row,) = [r for r in index.status() if r["method"] == "cnn"]
+        assert row["embedding_version"] == 2 and row["rebuild_suggested"] is None
+        (nearest,) = index.similar_to_image("photos", image, k=1, method="cnn")
+    assert nearest.pk == 7 and nearest.distance < 1e-3

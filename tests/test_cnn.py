@@ -207,10 +207,12 @@ def test_graph_stem_matches_a_direct_numpy_computation(weights, photos):
 def test_opencv_and_onnxruntime_agree(photos):
     pytest.importorskip("onnxruntime")
     images = list(photos.values())
-    cv_embedding, cv_logits = runtime.EfficientNetLite0(backend="opencv").run(images)
-    ort_embedding, ort_logits = runtime.EfficientNetLite0(backend="onnxruntime").run(images)
-    np.testing.assert_allclose(cv_embedding, ort_embedding, rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(cv_logits, ort_logits, rtol=1e-3, atol=1e-3)
+    cv, ort = runtime.EfficientNetLite0(backend="opencv"), runtime.EfficientNetLite0(backend="onnxruntime")
+    for version in ("run", "run_v2"):
+        cv_embedding, cv_logits = getattr(cv, version)(images)
+        ort_embedding, ort_logits = getattr(ort, version)(images)
+        np.testing.assert_allclose(cv_embedding, ort_embedding, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(cv_logits, ort_logits, rtol=1e-3, atol=1e-3)
 
 
 def test_model_is_built_once_per_process():
@@ -270,3 +272,108 @@ def test_accepts_grey_rgba_and_empty_batches(method, photos):
     assert features.vectors.shape == (2, 1280)
     empty = method.extract([])
     assert empty.vectors.shape == (0, 1280) and empty.labels == []
+
+
+# --- embedding versions (issue #17) ----------------------------------------
+
+
+def _old_v1_vectors(weights, images):
+    """Version 1 as the code computed it before version 2: the graph without the
+    feature-map output, the centre-crop batch, L2 normalisation."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from datasette_imgsim.methods.cnn import l2_normalise
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(graph.build_onnx_model(weights).SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    embedding, logits = session.run(["embedding", "logits"], {"input": runtime.preprocess(images)})
+    return l2_normalise(embedding), logits
+
+
+def test_v1_is_bit_identical_to_the_old_embedding(weights, photos):
+    from datasette_imgsim.methods.cnn import embed, extract_v1
+
+    images = list(photos.values())
+    old_vectors, old_logits = _old_v1_vectors(weights, images)
+    features = extract_v1(images)
+    np.testing.assert_array_equal(features.vectors, old_vectors)
+    np.testing.assert_array_equal(embed(images, 1), old_vectors)
+    assert [top[0][0] for top in features.labels] == [imagenet_labels()[i] for i in old_logits.argmax(axis=1)]
+
+
+def test_method_records_its_embedding_version(method, photos):
+    from datasette_imgsim.methods.cnn import EMBEDDING_VERSION, extract_v1, extract_v2
+
+    assert method.version == EMBEDDING_VERSION == 2
+    assert method.extract_for(1) is extract_v1 and method.extract_for(2) is extract_v2
+    restored = pickle.loads(pickle.dumps(method))
+    assert restored.version == 2 and restored.extract_for is method.extract_for
+    with pytest.raises(ValueError, match="unknown embedding version"):
+        method.extract_for(3)
+    images = [photos["chelsea"]]
+    np.testing.assert_array_equal(method.extract(images).vectors, extract_v2(images).vectors)
+    assert not np.allclose(extract_v1(images).vectors, extract_v2(images).vectors)
+
+
+def test_v2_labels_match_v1(photos):
+    from datasette_imgsim.methods.cnn import extract_v1, extract_v2
+
+    images = list(photos.values())
+    assert [t[0][0] for t in extract_v2(images).labels] == [t[0][0] for t in extract_v1(images).labels]
+
+
+def test_trim_borders():
+    image = skimage_data.chelsea()
+    assert runtime.trim_borders(image) is image
+    h, w = image.shape[:2]
+    boxed = np.zeros((h + 200, w + 40, 3), np.uint8)
+    boxed[120:120 + h, 25:25 + w] = image
+    boxed[:, -15:] = 255
+    assert runtime.trim_borders(boxed).shape == image.shape
+    flat = np.full((300, 400, 3), 30, np.uint8)
+    assert runtime.trim_borders(flat) is flat  # nothing would be left
+    strip = flat.copy()
+    strip[140:160] = 200  # a thin line: less than a tenth of the height would be left
+    assert runtime.trim_borders(strip) is strip
+
+
+def _wide(image, aspect):
+    h, w = image.shape[:2]
+    height = int(w / aspect)
+    top = (h - height) // 2
+    return np.ascontiguousarray(image[top:top + height])
+
+
+def _letterbox(image, colour):
+    h, w = image.shape[:2]
+    canvas = np.full((w, w, 3), colour, np.uint8)
+    canvas[(w - h) // 2:(w - h) // 2 + h] = image
+    return canvas
+
+
+def test_v2_finds_copies_of_a_wide_photo(photos):
+    """A 21:9 cut of a real photo, letterboxed, cropped at one end, and with its
+    colours flattened: with v2 each copy is nearer the photo than any other photo,
+    and the letterboxed one much nearer than with v1 (which sees the bars)."""
+    from datasette_imgsim.methods.cnn import embed
+
+    wide = _wide(skimage_data.stereo_motorcycle()[0], 21 / 9)
+    w = wide.shape[1]
+    others = [photos[n] for n in ("chelsea", "coffee", "rocket", "astronaut")] + [
+        _wide(photos["coffee"], 21 / 9), _wide(photos["chelsea"], 21 / 9)]
+    copies = [
+        _letterbox(wide, 0),
+        _letterbox(wide, 255),
+        np.ascontiguousarray(wide[:, : int(w * 0.6)]),
+        cv2.cvtColor(cv2.cvtColor(cv2.resize(wide, (w // 4, wide.shape[0] // 4), interpolation=cv2.INTER_AREA),
+                                  cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB),
+    ]
+    for version in (1, 2):
+        gallery = embed([wide] + others, version)
+        sims = embed(copies, version) @ gallery.T
+        if version == 1:
+            v1_letterbox = sims[0, 0]
+            continue
+        assert (sims.argmax(axis=1) == 0).all(), sims.round(3)
+        assert 1 - sims[0, 0] < (1 - v1_letterbox) / 2, (sims[0, 0], v1_letterbox)

@@ -162,7 +162,10 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
     command = [sys.executable, "-m", "datasette", "imgsim", "index", str(db), "--table", "photos",
                "--column", "image", "--method", "hog", "--method", "histogram", "--workers", "2",
                "--in-place"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Its own process group: every process of the run (workers, forkserver, resource
+    # tracker) is found by it after the kill.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
     deadline = time.time() + 60
     done = 0
     while time.time() < deadline and done < 40:
@@ -171,8 +174,16 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
             done = sqlite3.connect(db).execute("select count(*) from _imgsim_items").fetchone()[0]
         except sqlite3.OperationalError:
             pass
+    helpers = group_members(process.pid) - {process.pid}
+    assert helpers, "the run had started no worker processes"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    # Nothing of the run outlives it: workers and forkserver exit within seconds.
+    deadline = time.time() + 10
+    while group_members(process.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    left = {pid: _cmdline(pid) for pid in group_members(process.pid)}
+    assert not left, f"processes of the killed run still running: {left}"
     store = Store(connect(str(db)))
     partial = {spec.method: store.counts(spec)["indexed"] for spec in store.indexes("photos")}
     assert 0 < min(partial.values()) and max(partial.values()) < 1500, partial
@@ -185,6 +196,30 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
     assert int(result.stdout.split(" indexed")[0]) == 1500 - min(partial.values())
     for spec in store.indexes("photos"):
         assert store.counts(spec) == {"indexed": 1500, "errors": 0}
+
+
+def group_members(pgid: int) -> set:
+    """Live (not zombie) processes in process group pgid, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            found.add(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")[:200]
+    except OSError:
+        return "?"
 
 
 def _pid():

@@ -96,7 +96,7 @@ async def test_similar_json_shape(ds, indexed_db):
     distances = [r["distance"] for r in results]
     assert distances == sorted(distances)
     first = results[0]
-    assert set(first) == {"pk", "distance", "thumbnail_url", "row_url", "row"}
+    assert set(first) == {"pk", "distance", "thumbnail_url", "image_url", "row_url", "row"}
     assert first["row_url"] == f"/photos/photos/{first['pk']}"
     assert first["row"]["id"] == first["pk"] and first["row"]["path"].startswith("img/")
     for url in (first["thumbnail_url"], first["row_url"]):
@@ -265,7 +265,7 @@ async def test_upload_finds_an_image_not_in_the_database(ds, indexed_db, photos)
     data = response.json()
     assert data["query"] == {"upload": True}
     assert data["results"][0]["pk"] == ids["chelsea"] and len(data["results"]) == 3
-    assert set(data["results"][0]) == {"pk", "distance", "thumbnail_url", "row_url", "row"}
+    assert set(data["results"][0]) == {"pk", "distance", "thumbnail_url", "image_url", "row_url", "row"}
     raw = await ds.client.post("/photos/photos/-/similar.json?method=histogram&k=2", content=query,
                                headers={"content-type": "image/jpeg"})
     assert raw.status_code == 200
@@ -297,7 +297,7 @@ async def test_upload_too_large_corrupt_or_missing(indexed_db, photos):
     response = await ds.client.post("/photos/photos/-/similar.json",
                                     files={"image": ("big.jpg", big, "image/jpeg")})
     assert response.status_code == 413
-    assert "upload too large: the limit is 5,000 bytes" in response.json()["error"]
+    assert "upload too large: the limit is 4.9 KB" in response.json()["error"]
     raw = await ds.client.post("/photos/photos/-/similar.json", content=big,
                                headers={"content-type": "image/jpeg"})
     assert raw.status_code == 413
@@ -487,7 +487,7 @@ async def test_geometric_rerank_on_the_pages(ds, indexed_db, photos):
     assert results[0]["pk"] == ids["chelsea_crop"] and results[0]["inliers"] >= 12
     assert all("inliers" in r for r in results)
     page = await ds.client.get(f"/photos/photos/-/similar/{ids['chelsea']}?rerank=geometric")
-    assert "inliers" in page.text and 'name="rerank" value="geometric" checked' in page.text
+    assert "matched features" in page.text and 'name="rerank" value="geometric" checked' in page.text
     crop = jpeg_bytes(photos["coffee"][100:300, 150:450])
     upload = await ds.client.post("/photos/photos/-/similar.json?rerank=geometric&k=2", content=crop,
                                   headers={"content-type": "image/jpeg"})

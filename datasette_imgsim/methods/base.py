@@ -62,8 +62,11 @@ class Method:
     exact_distance: float = 0.0
     # Which index a table's queries use when none is named: the highest priority built.
     default_priority: int = 0
-    # Bumped when the vectors a method extracts change, so an index records what it holds.
+    # Bumped when the vectors a method extracts change, so an index records what it holds
+    # (params["embedding_version"]); extract_for(version) gives the extract function of an
+    # older version, so indexes built with it keep being queried and updated the same way.
     version: int = 1
+    extract_for: Optional[Callable[[int], Callable]] = None
 
     def __post_init__(self):
         if self.element_type not in ("float", "bit"):
@@ -77,6 +80,17 @@ class Method:
             self.metrics = FLOAT_METRICS
         if self.metric not in self.metrics:
             raise ValueError(f"{self.name}: default metric {self.metric!r} not in {self.metrics}")
+
+    def extractor(self, version: Optional[int] = None) -> Callable:
+        """The extract function of an embedding version (None: an index made before
+        versions were recorded, i.e. version 1)."""
+        wanted = 1 if version is None else int(version)
+        if wanted == self.version:
+            return self.extract
+        if self.extract_for is None:
+            raise ValueError(f"{self.name}: index built with embedding version {wanted}; "
+                             f"this release has version {self.version}")
+        return self.extract_for(wanted)
 
     def vectors_for(self, vectors: np.ndarray, metric: str) -> np.ndarray:
         """Extracted vectors as they are stored and queried under metric."""

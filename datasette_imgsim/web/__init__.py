@@ -7,7 +7,10 @@ TABLE = rf"^/(?P<database>{SEGMENT})/(?P<table>{SEGMENT})/-"
 
 def routes() -> list:
     from .duplicates_page import duplicates_view
+    from .gallery_page import gallery_view
+    from .image_page import image_view
     from .similar_page import similar_row_view
+    from .strip import strip_view
     from .thumbnail_page import thumbnail_view
     from .upload_page import similar_upload_view
 
@@ -16,4 +19,7 @@ def routes() -> list:
         (rf"{TABLE}/similar(?P<format>\.json)?$", similar_upload_view),
         (rf"{TABLE}/thumbnail/(?P<pk>{SEGMENT})$", thumbnail_view),
         (rf"{TABLE}/duplicates(?P<format>\.json)?$", duplicates_view),
+        (rf"{TABLE}/gallery$", gallery_view),
+        (rf"{TABLE}/image/(?P<pk>{SEGMENT})$", image_view),
+        (rf"{TABLE}/strip/(?P<pk>{SEGMENT})$", strip_view),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from datasette.utils import tilde_encode
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from ..store import Store
 
@@ -51,6 +51,22 @@ def cell_column(found: dict, row) -> str:
     return next((c for c in columns if c != found["pk"]), found["pk"])
 
 
+def cell_alt(datasette, database, table, found: dict, row, pk) -> str:
+    """A thumbnail's alt text: the row's caption, as the plugin's pages caption it."""
+    from types import SimpleNamespace
+
+    from .captions import Describer
+    from .render import config
+
+    spec = SimpleNamespace(table=table, column=found["column"], pk=found["pk"],
+                           source={"caption_column": found["caption"]})
+    try:
+        values = dict(zip(row.keys(), tuple(row)))
+    except (AttributeError, TypeError):
+        values = {}
+    return Describer(spec, config(datasette, database, table)).caption(values, pk) or f"image {pk}"
+
+
 def render_cell(datasette, database, table, column, row, value):
     if not table or not database:
         return None
@@ -71,12 +87,12 @@ def render_cell(datasette, database, table, column, row, value):
             '<a class="imgsim-cell" href="{similar}" title="Find similar images">'
             '<img src="{thumb}" alt="{alt}" loading="lazy" '
             'style="max-width:{size}px;max-height:{size}px;display:block">'
-            '<span>similar images</span></a>{text}'
+            '<span style="font-size:0.8em">similar images</span></a>{text}'
         ).format(similar=f"{base}/-/similar/{encoded}",
                  thumb=f"{base}/-/thumbnail/{encoded}?size={CELL_SIZE}",
-                 alt=escape(str(value) if isinstance(value, str) else f"image {pk}"),
+                 alt=cell_alt(datasette, database, table, found, row, pk),
                  size=CELL_SIZE,
-                 text=Markup('<span class="imgsim-cell-text">{}</span>').format(text)
+                 text=Markup('<br><span class="imgsim-cell-text">{}</span>').format(text)
                  if text is not None else "")
 
     return inner
@@ -85,8 +101,10 @@ def render_cell(datasette, database, table, column, row, value):
 def table_actions(datasette, database, table):
     async def inner():
         if table and table in await indexed_tables(datasette, database):
-            return [{"href": f"{datasette.urls.table(database, table)}/-/similar",
-                     "label": "Search by image",
+            base = datasette.urls.table(database, table)
+            return [{"href": f"{base}/-/gallery", "label": "View as gallery",
+                     "description": "These photos as a grid of thumbnails, with a large view"},
+                    {"href": f"{base}/-/similar", "label": "Search by image",
                      "description": "Upload an image and find the most similar ones here"}]
         return []
 

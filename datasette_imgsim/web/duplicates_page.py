@@ -8,9 +8,11 @@ from ..api import ImageIndex
 from ..duplicates import copy_threshold, default_threshold
 from .links import Urls
 from .permissions import visible_table
-from .render import cache_headers, database_color, in_db
+from .render import cache_headers, config, database_color, in_db
 from .results import GRID_SIZE
-from .rows import caption, fetch_rows, lookup
+from .captions import labels_for
+from .results import Cards, result_item
+from .rows import fetch_rows, lookup
 
 PER_PAGE = 20
 
@@ -34,11 +36,14 @@ async def duplicates_view(datasette, request):
         spec = images.index(table, method)
         found = images.duplicates(table, spec.method, threshold)
         shown = found.groups[(page - 1) * PER_PAGE: page * PER_PAGE]
-        rows = fetch_rows(conn, spec, [m.pk for g in shown for m in g.members])
-        return spec, images.store.indexes(table), found, shown, rows
+        keys = [m.pk for g in shown for m in g.members]
+        rows = fetch_rows(conn, spec, keys)
+        labels = {} if as_json else labels_for(images, table, keys)
+        return spec, images.store.indexes(table), found, shown, rows, labels
 
-    spec, specs, found, shown, rows = await in_db(db, work)
+    spec, specs, found, shown, rows, labels = await in_db(db, work)
     urls = Urls(datasette, db.name, table)
+    cards = Cards(urls, spec, config(datasette, db.name, table), labels)
 
     def link(suffix="", **changes):
         args = {"method": method, "threshold": threshold, "page": page if page > 1 else None}
@@ -52,14 +57,15 @@ async def duplicates_view(datasette, request):
                 copy_threshold=copy_threshold(spec.method))
     for group in data["groups"]:
         for member in group["members"]:
-            row_path, row = lookup(rows, member["pk"])
+            row_path, _ = lookup(rows, member["pk"])
             member["thumbnail_url"] = urls.thumbnail(member["pk"], GRID_SIZE, spec.method)
             member["row_url"] = urls.row(row_path, spec.pk, member["pk"])
-            member["caption"] = caption(row, spec) or str(member["pk"])
+            if not as_json:
+                card = cards.card(result_item(urls, spec, rows, member["pk"]))
+                member.update(caption=card["caption"], lightbox=card["lightbox"],
+                              labels=card["labels"], similar_url=card["similar_url"],
+                              date=card["date"])
     if as_json:
-        for group in data["groups"]:
-            for member in group["members"]:
-                member.pop("caption")
         return Response.json(data, headers=cache_headers(private))
     context = {
         "database": db.name, "color": database_color(db), "table": table, "spec": spec,

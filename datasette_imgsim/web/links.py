@@ -31,6 +31,19 @@ class Urls:
         return with_query(f"{self.base}/-/thumbnail/{tilde_encode(str(pk))}", size=size,
                           method=method or None)
 
+    def image(self, pk, method: Optional[str] = None) -> str:
+        return with_query(f"{self.base}/-/image/{tilde_encode(str(pk))}", method=method or None)
+
+    def gallery(self, query: str = "", **args) -> str:
+        """The gallery, with a table page's own query string (filters, sort) kept."""
+        url = with_query(f"{self.base}/-/gallery", **args)
+        if query:
+            url += ("&" if "?" in url else "?") + query
+        return url
+
+    def strip(self, pk) -> str:
+        return f"{self.base}/-/strip/{tilde_encode(str(pk))}"
+
     def row(self, row_path: Optional[str], pk_column: str, pk) -> str:
         if row_path is not None:
             return self.datasette.urls.row(self.database, self.table, row_path)

@@ -1,4 +1,4 @@
-"""GET /{db}/{table}/-/similar/{pk}[.json]: the images nearest to a row's."""
+"""GET /{db}/{table}/-/similar/{pk}[.json]: the images nearest to a row's, results first."""
 from __future__ import annotations
 
 from datasette import Response
@@ -6,11 +6,13 @@ from datasette.utils import tilde_decode
 
 from ..api import ImageIndex
 from ..errors import NotFound
+from .captions import labels_for
 from .links import Urls
 from .permissions import visible_table
-from .render import cache_headers, database_color, in_db
-from .results import LARGE_SIZE, method_links, page_item, payload, result_item
+from .render import cache_headers, config, database_color, in_db
+from .results import LARGE_SIZE, Cards, method_links, payload, result_item, scored_cards
 from .rows import fetch_rows
+from .similarity import thresholds
 
 
 async def similar_row_view(datasette, request):
@@ -19,6 +21,7 @@ async def similar_row_view(datasette, request):
     method = request.args.get("method") or None
     k = request.args.get("k") or None
     rerank = request.args.get("rerank") or None
+    as_json = request.url_vars.get("format") == ".json"
 
     def work(conn):
         images = ImageIndex.over(conn)
@@ -29,25 +32,31 @@ async def similar_row_view(datasette, request):
             raise NotFound(f"row {pk!r} of {table!r} is not in the {spec.method!r} index")
         stored_pk = found[1]
         results = [m.to_dict() for m in matches]
-        rows = fetch_rows(conn, spec, [stored_pk] + [r["pk"] for r in results])
-        return spec, images.store.indexes(table), stored_pk, results, rows
+        keys = [stored_pk] + [r["pk"] for r in results]
+        rows = fetch_rows(conn, spec, keys)
+        labels = {} if as_json else labels_for(images, table, keys)
+        return spec, images.store.indexes(table), stored_pk, results, rows, labels
 
-    spec, specs, stored_pk, results, found = await in_db(db, work)
+    spec, specs, stored_pk, results, found, labels = await in_db(db, work)
     urls = Urls(datasette, db.name, table)
     items = [result_item(urls, spec, found, r) for r in results]
-    if request.url_vars.get("format") == ".json":
+    if as_json:
         return Response.json(payload(db.name, spec, {"pk": stored_pk}, items),
                              headers=cache_headers(private))
-    query = page_item(urls, spec, result_item(urls, spec, found, stored_pk), method, k)
+    cards = Cards(urls, spec, config(datasette, db.name, table), labels, method, k)
+    query = cards.card(result_item(urls, spec, found, stored_pk))
     query["large_url"] = urls.thumbnail(stored_pk, LARGE_SIZE, spec.method)
     context = {
         "database": db.name, "color": database_color(db), "table": table, "spec": spec,
         "k": len(items) if k is None else k,
         "query": query, "upload": None, "rerank": rerank,
-        "results": [page_item(urls, spec, item, method, k) for item in items],
-        "methods": method_links(lambda m: urls.similar(stored_pk, method=m, k=k), specs, spec.method),
+        "results": scored_cards(cards, items),
+        "bands": thresholds(spec.method),
+        "methods": method_links(lambda m: urls.similar(stored_pk, method=m, k=k, rerank=rerank),
+                                specs, spec.method),
         "upload_url": urls.upload(method=method), "table_url": urls.base,
-        "json_url": urls.similar(stored_pk, ".json", method=method, k=k),
+        "gallery_url": urls.gallery(),
+        "json_url": urls.similar(stored_pk, ".json", method=method, k=k, rerank=rerank),
         "private": private,
     }
     html = await datasette.render_template("imgsim_similar.html", context, request=request)

@@ -6,16 +6,28 @@ import asyncio
 from datasette import Response
 from datasette.views.base import DatasetteError
 
-from .. import thumbnails
+from .. import decoding, thumbnails
 from ..api import ImageIndex
 from ..errors import ImageError, ImgsimError, NotFound
 from ..search import parse_k
 from .links import Urls
 from .permissions import visible_table
 from .render import cache_headers, config, database_color
-from .results import LARGE_SIZE, page_item, payload, result_item
+from .captions import labels_for
+from .results import LARGE_SIZE, Cards, payload, result_item, scored_cards
 from .rows import fetch_rows
 from .upload import DEFAULT_MAX_UPLOAD, check_form_csrf, read_upload
+
+
+def human_size(n: int) -> str:
+    """20971520 -> "20 MB"; 1536 -> "1.5 KB" (binary units, as file managers show them)."""
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            text = f"{size:.1f}".rstrip("0").rstrip(".") if unit != "bytes" else f"{int(size)}"
+            return f"{text} {unit}"
+        size /= 1024
+    return f"{n} bytes"
 
 
 def user_message(error: ImgsimError) -> str:
@@ -32,6 +44,7 @@ async def similar_upload_view(datasette, request):
         raise DatasetteError(f"table {table!r} has no image index; run: datasette imgsim index "
                              f"{db.name}.db --table {table} --column COLUMN", status=404)
     context = {"database": db.name, "color": database_color(db), "table": table, "max_upload_bytes": limit,
+               "max_upload_human": human_size(limit),
                "table_url": urls.base, "form_url": urls.upload(), "error": None,
                "specs": specs, "method": request.args.get("method") or None,
                "k": request.args.get("k") or "", "results": None, "upload": None}
@@ -67,15 +80,18 @@ async def similar_upload_view(datasette, request):
     def search(conn):
         matches = ImageIndex.over(conn).similar_to_vector(spec, vector, k, rerank, data)
         results = [m.to_dict() for m in matches]
-        return results, fetch_rows(conn, spec, [r["pk"] for r in results])
+        keys = [r["pk"] for r in results]
+        labels = {} if as_json else labels_for(ImageIndex.over(conn), table, keys)
+        return results, fetch_rows(conn, spec, keys), labels
 
     try:
         parse_k(k)
         spec = await db.execute_fn(lambda conn: ImageIndex.over(conn).index(table, method))
         # Decoding and embedding take tens of milliseconds of CPU: not on a database
         # thread, where they would hold up every other query of this database.
-        vector = await loop.run_in_executor(None, ImageIndex.embed, spec, data)
-        results, found = await db.execute_fn(search)
+        # In a killable decode worker: an upload whose client goes away stops its decode.
+        vector = await decoding.embed(spec, data, request)
+        results, found, labels = await db.execute_fn(search)
     except ImgsimError as e:
         return await failed(user_message(e), 404 if isinstance(e, NotFound) else 400)
     items = [result_item(urls, spec, found, r) for r in results]
@@ -83,6 +99,8 @@ async def similar_upload_view(datasette, request):
         return Response.json(payload(db.name, spec, {"upload": True}, items),
                              headers=cache_headers(private))
     preview = await loop.run_in_executor(None, thumbnails.data_url, data, LARGE_SIZE // 2)
-    context.update(spec=spec, upload={"preview": preview, "bytes": len(data)},
-                   results=[page_item(urls, spec, item, method, k) for item in items])
+    cards = Cards(urls, spec, config(datasette, db.name, table), labels, method, k)
+    context.update(spec=spec, upload={"preview": preview, "bytes": len(data),
+                                      "size": human_size(len(data))},
+                   results=scored_cards(cards, items))
     return await form_page()

@@ -51,25 +51,67 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def extract(images: Sequence[np.ndarray]) -> Features:
-    """Module-level (so a Method holding it pickles by reference); the model is
-    built on first call in each process."""
+# Embedding versions (issue #17). An index records the version it was built with, and
+# queries against it must embed with the same one (extract_version(version)).
+#   1: the central 224/256 square of the shorter side, average-pooled (EfficientNet's
+#      classification crop): blind to 44 % of a 16:9 photo.
+#   2: uniform borders trimmed; the whole picture padded to a square at 160 px, lightly
+#      blurred, plus version 1's sharp centre crop at 224 px; each GeM-pooled (p=3),
+#      L2-normalised, summed 1.5 : 1 (runtime.views_v2 / run_v2). Labels still come
+#      from the sharp centre crop. bench/copydetect_hard.py measures both.
+EMBEDDING_VERSION = 2
+EMBEDDING_VERSIONS = (1, 2)
+
+
+def extract_v1(images: Sequence[np.ndarray]) -> Features:
+    """Embedding version 1, exactly as before version 2 existed (old indexes)."""
     from .runtime import get_model
 
     embeddings, logits = get_model().run(images)
     return Features(vectors=l2_normalise(embeddings), labels=top_labels(logits))
 
 
+def extract_v2(images: Sequence[np.ndarray]) -> Features:
+    """Embedding version 2: sees the whole picture (wide, tall and bordered photos)."""
+    from .runtime import get_model
+
+    embeddings, logits = get_model().run_v2(images)
+    return Features(vectors=embeddings, labels=top_labels(logits))
+
+
+_EXTRACTS = {1: extract_v1, 2: extract_v2}
+
+
+def extract_version(version: int):
+    """The extract function of an embedding version (module-level, so it pickles)."""
+    try:
+        return _EXTRACTS[int(version)]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"cnn: unknown embedding version {version!r} "
+                         f"(this release knows {', '.join(map(str, EMBEDDING_VERSIONS))})") from None
+
+
+def embed(images: Sequence[np.ndarray], version: int = EMBEDDING_VERSION) -> np.ndarray:
+    """Unit-length float32 vectors (n, 1280) of images with the given embedding version."""
+    return extract_version(version)(images).vectors
+
+
+def extract(images: Sequence[np.ndarray]) -> Features:
+    """The current embedding version's features. Module-level (so a Method holding it
+    pickles by reference); the model is built on first call in each process."""
+    return extract_v2(images)
+
+
 def cnn_method() -> Method:
-    return Method(
+    method = Method(
         name="cnn",
         dims=1280,
         element_type="float",
         metric="cosine",
         extract=extract,
-        # The network sees the central 224/256 of the shorter side at 224 px,
-        # so a shorter side of 256 loses nothing (images.open_image's reduced
-        # decode keeps the shorter side at least min_size).
+        # The network sees the central 224/256 of the shorter side at 224 px (and the
+        # whole picture at 160 px), so a shorter side of 256 loses nothing
+        # (images.open_image's reduced decode keeps the shorter side at least min_size).
         min_size=256,
         batch_size=16,
         duplicate_threshold=0.05,
@@ -78,8 +120,12 @@ def cnn_method() -> Method:
         # What the photo shows: the best single answer to "which images look like this?".
         default_priority=100,
         description=(
-            "EfficientNet-Lite0 (ImageNet) embedding: what the photo shows, "
-            "robust to cropping, colour and small edits; also stores the top-5 "
-            "ImageNet labels."
+            "EfficientNet-Lite0 (ImageNet) embedding of the whole picture and its "
+            "centre: what the photo shows, robust to cropping, borders, colour and "
+            "heavy edits; also stores the top-5 ImageNet labels."
         ),
+        version=EMBEDDING_VERSION,
+        # Indexes built with version 1 (the centre crop) keep being queried with it.
+        extract_for=extract_version,
     )
+    return method

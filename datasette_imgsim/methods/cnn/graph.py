@@ -118,12 +118,15 @@ class _GraphBuilder:
         return h, size
 
 
-def build_onnx_model(weights: dict, image_size: int = IMAGE_SIZE):
+def build_onnx_model(weights: dict, image_size: int = IMAGE_SIZE, feature_map: bool = False):
     """EfficientNet-Lite0 as an onnx.ModelProto.
 
     Input "input": (n, 3, image_size, image_size) float32, already scaled to
     (x - 127) / 128. Outputs "embedding" (n, 1280) and "logits" (n, 1000).
     Padding is computed for the fixed image_size, as TensorFlow does.
+    With feature_map, a third output "features" (n, 1280, s, s), s = image_size / 32,
+    is the head's ReLU6 output before average pooling (what GeM pooling reads); the
+    other two outputs are computed exactly as without it.
     """
     from onnx import TensorProto, helper
 
@@ -141,6 +144,8 @@ def build_onnx_model(weights: dict, image_size: int = IMAGE_SIZE):
             )
             index += 1
     x, size = g.conv_bn(x, size, "_conv_head", "_bn1")
+    if feature_map:
+        g.nodes.append(helper.make_node("Identity", [x], ["features"]))
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
     g.nodes.append(helper.make_node("Flatten", ["pooled"], ["embedding"], axis=1))
     fc_weight = g.constant("_fc.w", weights["_fc.weight"].astype(np.float32))
@@ -155,7 +160,8 @@ def build_onnx_model(weights: dict, image_size: int = IMAGE_SIZE):
         [
             helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", EMBEDDING_DIMS]),
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", NUM_CLASSES]),
-        ],
+        ] + ([helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", EMBEDDING_DIMS, size, size])]
+             if feature_map else []),
         initializer=g.initializers,
     )
     # opset 13 / IR 7: old enough for every OpenCV 4.x and onnxruntime release.
