@@ -1,0 +1,520 @@
+"""Is this pair a copy, or only a similar shot? Evidence instead of a bare distance.
+
+Two pictures are compared in three steps, cheapest first:
+
+1. settle(): small signatures (a 64-bit pHash, a 32x32 grey thumbnail, the aspect)
+   settle the obvious pairs without local features: the same picture re-encoded or
+   resized (pHash within 4 bits, thumbnails alike to 1.5 grey levels).
+2. Geometry: SIFT keypoints matched with Lowe's ratio test and a RANSAC homography
+   (the mirrored picture too). The homography says how much of each frame the other
+   covers: a crop covers part of its source and is covered entirely; two frames of a
+   pan, or a burst's frames a few per cent apart, each cover only part of the other. A
+   homography far from a similarity (scale, rotation, shift) is another viewpoint.
+3. Content: the second picture warped onto the first, compared at LOW pixels in
+   GRID x GRID blocks (normalised correlation), in tone (median grey difference, and
+   that of the brightest tenth) and in fine detail (band-passed grey at LONG). A
+   re-encode agrees everywhere; a caption or logo disagrees in a few blocks that are
+   found nowhere nearby; a burst's moving subject is found a few pixels away; a
+   bracketed exposure is shifted in tone; a crop keeps its source's fine detail.
+
+verify_pair() takes RGB uint8 arrays (any size; they are matched at LONG pixels) or
+Prepared ones (prepare() once per image when one image is in many pairs).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .rerank import LocalFeatures, local_features
+
+LONG = 384  # matched at this long side (smaller images are upscaled to it)
+LOW = 128  # content compared at this long side
+MIN_INLIERS = 15
+RATIO = 0.75
+FRAMED = 0.88  # a screenshot's or bordered copy's picture covers at most this
+CONTAINED = 0.96  # a frame covered at least this much lies inside the other
+SIMILARITY = 0.03  # corner error (of the diagonal) allowed for a similarity transform
+AGREE = 0.95  # share of blocks that agree for "the same content"
+EDITED = 0.7  # at least this share agrees in an overlay or edit
+TONE = 8.0  # median grey difference (0-255) that is another exposure, not a copy
+GRID = 12
+FINE = 0.93  # fine-detail correlation a crop keeps with its source
+CELL = 10  # pixels per block side when blocks are compared
+SEARCH = 12  # pixels (at LOW) a moving subject is looked for
+BLURRED = 0.35  # sharpness ratio (Laplacian variance) of a blurred copy
+BLUR = 1.2  # sigma at LOW
+
+COPY_KINDS = ("same picture", "crop", "greyscale copy", "mirror image", "overlay",
+              "screenshot/border")
+
+
+@dataclass
+class Verdict:
+    is_copy: bool
+    kind: str  # a COPY_KINDS entry, "similar shot" or "different"
+    reason: str  # in words
+    overlap: float = 0.0  # intersection over union of the two frames' content
+    inliers: int = 0
+    which_is_source: Optional[str] = None  # "a" or "b": the one the other was made from
+    mirrored: bool = False
+    grey: Optional[str] = None  # "a" or "b": the greyscale one of a colour/grey pair
+    edited: Optional[str] = None  # "a" or "b": the one with an overlay
+    stage: str = "geometry"  # "cheap", "geometry" or "direct" (whole frames compared)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def swapped(self) -> "Verdict":
+        """The same verdict with a and b exchanged."""
+        flip = {"a": "b", "b": "a", None: None}
+        return replace(self, which_is_source=flip[self.which_is_source], grey=flip[self.grey],
+                       edited=flip[self.edited])
+
+
+@dataclass
+class Prepared:
+    rgb: np.ndarray  # resized so the long side is LONG
+    grey: np.ndarray
+    width: int  # of the array given to prepare()
+    height: int
+    is_grey: bool
+    phash: np.ndarray  # 64 bools
+    thumb: np.ndarray  # 32x32 float32 grey
+    features: Optional[LocalFeatures] = None
+    mirrored: Optional[LocalFeatures] = None  # of the mirrored picture, made when needed
+    upscaled: bool = False  # smaller than LONG: matched less precisely
+
+    @property
+    def aspect(self) -> float:
+        return self.width / self.height
+
+
+def is_greyscale(rgb: np.ndarray) -> bool:
+    """No colour anywhere (chroma a re-encode leaves is tolerated)."""
+    small = rgb[:: max(1, rgb.shape[0] // 128), :: max(1, rgb.shape[1] // 128)].astype(np.int16)
+    chroma = np.abs(small - small.mean(axis=2, keepdims=True)).max(axis=2)
+    # Colour in under 3 % of the picture (a logo on a grey photo) is still grey.
+    return float((chroma > 8).mean()) < 0.03
+
+
+def _phash(grey: np.ndarray) -> np.ndarray:
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8].ravel()
+    return low > np.median(low)
+
+
+def prepare(pixels: np.ndarray, features: bool = True) -> Prepared:
+    """An image's signatures (and, with features, its SIFT keypoints)."""
+    height, width = pixels.shape[:2]
+    scale = LONG / max(height, width)
+    size = (max(8, round(width * scale)), max(8, round(height * scale)))
+    rgb = cv2.resize(np.ascontiguousarray(pixels), size,
+                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    thumb = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    out = Prepared(rgb, grey, width, height, is_greyscale(rgb), _phash(grey), thumb,
+                   upscaled=scale > 1.5)
+    if features:
+        out.features = local_features(rgb)
+    return out
+
+
+def _prepared(x, features=True) -> Prepared:
+    if isinstance(x, Prepared):
+        if features and x.features is None:
+            x.features = local_features(x.rgb)
+        return x
+    return prepare(x, features)
+
+
+def _ncc(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / max(np.sqrt((x * x).sum() * (y * y).sum()), 1e-6))
+
+
+def settle(a, b) -> Optional[Verdict]:
+    """A verdict from signatures alone when the case is obvious, else None (then
+    verify_pair's geometry is needed). a, b: Prepared (features not needed) or pixels."""
+    a, b = _prepared(a, False), _prepared(b, False)
+    same_aspect = abs(np.log(a.aspect / b.aspect)) < 0.01
+    hamming = int((a.phash != b.phash).sum())
+    if same_aspect and hamming <= 4 and a.is_grey == b.is_grey:
+        diff = np.abs(a.thumb - b.thumb)
+        if (_ncc(a.thumb, b.thumb) >= 0.995 and float(np.median(diff)) <= 1.5
+                and float(diff.mean()) <= 2.5):
+            return _same(a, b, 1.0, 0, "cheap")
+    # Nothing is settled as "different" here: a crop of 64 % has a pHash and a
+    # thumbnail as far from its source's as an unrelated picture's. Leave such pairs
+    # out at the candidate stage (a generous bound on the index's methods) instead.
+    return None
+
+
+def needs_geometry(a, b) -> bool:
+    return settle(a, b) is None
+
+
+def _same(a: Prepared, b: Prepared, overlap, inliers, stage, mirrored=False) -> Verdict:
+    pixels_a, pixels_b = a.width * a.height, b.width * b.height
+    ratio = min(pixels_a, pixels_b) / max(pixels_a, pixels_b)
+    source = None
+    reason = "same picture, re-encoded"
+    if ratio < 0.8:
+        source = "a" if pixels_a > pixels_b else "b"
+        reason = f"same picture, resized to {100 * np.sqrt(ratio):.0f} %"
+    else:
+        sharp_a, sharp_b = _sharpness(a.grey), _sharpness(b.grey)
+        if min(sharp_a, sharp_b) < BLURRED * max(sharp_a, sharp_b):
+            source = "a" if sharp_a > sharp_b else "b"
+            reason = "same picture, blurred"
+    if mirrored:
+        return Verdict(True, "mirror image", "mirror image", overlap, inliers, source, True,
+                       stage=stage)
+    return Verdict(True, "same picture", reason, overlap, inliers, source, stage=stage)
+
+
+def _sharpness(grey: np.ndarray) -> float:
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+def _homography(fa: LocalFeatures, fb: LocalFeatures):
+    if (fa is None or fb is None or fa.descriptors is None or fb.descriptors is None
+            or len(fa.points) < 4 or len(fb.points) < 4):
+        return None, 0
+    # Lowe's ratio test on squared L2 distances (one matrix product, no OpenCV matcher).
+    da, db = fa.descriptors, fb.descriptors
+    d2 = (da * da).sum(1)[:, None] + (db * db).sum(1)[None, :] - 2 * (da @ db.T)
+    two = np.partition(d2, 1, axis=1)[:, :2]
+    good = np.flatnonzero(np.maximum(two[:, 0], 0) < RATIO ** 2 * two[:, 1])
+    if len(good) < MIN_INLIERS:
+        return None, 0
+    src = fa.points[good]
+    dst = fb.points[d2[good].argmin(1)]
+    matrix, mask = cv2.findHomography(src, dst, cv2.RANSAC, 4.0)
+    if matrix is None:
+        return None, 0
+    return matrix, int(mask.sum())
+
+
+def _corners(w, h) -> np.ndarray:
+    return np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+
+
+def _cover(matrix, size_from, size_to) -> tuple[float, float]:
+    """(share of the `to` frame covered by the `from` frame mapped by matrix, mapped area)."""
+    poly = cv2.perspectiveTransform(_corners(*size_from)[None], matrix)[0]
+    area = abs(cv2.contourArea(poly))
+    if not cv2.isContourConvex(poly.astype(np.float32)):
+        return 0.0, area
+    w, h = size_to
+    # Sutherland-Hodgman clipping to the frame (OpenCV's convex intersection errs when
+    # edges coincide, as they do for two copies of one frame).
+    points = [tuple(p) for p in poly.astype(np.float64)]
+    for axis, bound, sign in ((0, 0.0, 1), (0, w, -1), (1, 0.0, 1), (1, h, -1)):
+        inside = [sign * (p[axis] - bound) >= 0 for p in points]
+        clipped = []
+        for k, p in enumerate(points):
+            q = points[k - 1]
+            if inside[k] != inside[k - 1]:  # the edge q-p crosses the bound
+                t = (bound - q[axis]) / ((p[axis] - q[axis]) or 1e-12)
+                clipped.append((q[0] + t * (p[0] - q[0]), q[1] + t * (p[1] - q[1])))
+            if inside[k]:
+                clipped.append(p)
+        points = clipped
+        if len(points) < 3:
+            return 0.0, area
+    return abs(cv2.contourArea(np.float32(points))) / (w * h), area
+
+
+def _is_similarity(matrix, size) -> bool:
+    src = _corners(*size)
+    dst = cv2.perspectiveTransform(src[None], matrix)[0]
+    fit, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    if fit is None:
+        return False
+    error = np.abs(src @ fit[:, :2].T + fit[:, 2] - dst).max()
+    return error <= SIMILARITY * np.hypot(*cv2.boundingRect(dst)[2:])
+
+
+def _low(x: np.ndarray) -> np.ndarray:
+    scale = LOW / max(x.shape[:2])
+    return cv2.resize(x, (max(8, round(x.shape[1] * scale)), max(8, round(x.shape[0] * scale))),
+                      interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _blocks(x: np.ndarray) -> np.ndarray:
+    """x resized to GRID x GRID blocks of CELL x CELL pixels: (GRID, GRID, CELL * CELL)."""
+    x = cv2.resize(x, (GRID * CELL, GRID * CELL), interpolation=cv2.INTER_AREA)
+    return x.reshape(GRID, CELL, GRID, CELL).swapaxes(1, 2).reshape(GRID, GRID, -1)
+
+
+def _compare(ref: np.ndarray, other: np.ndarray, to_other) -> dict:
+    """Blocks of ref (grey) agreeing with other warped onto it; to_other maps ref -> other."""
+    h, w = ref.shape
+    warped = cv2.warpPerspective(other, to_other, (w, h),
+                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    mask = cv2.warpPerspective(np.full(other.shape, 255, np.uint8), to_other, (w, h),
+                               flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    mask = cv2.erode(mask, np.ones((5, 5), np.uint8))
+    # Blurred alike, so a blurred or downsized copy agrees with its sharp original.
+    r = cv2.GaussianBlur(_low(ref), (0, 0), BLUR)
+    o = cv2.GaussianBlur(_low(warped), (0, 0), BLUR)
+    m = _low(mask) > 250
+    found = {"agree": 0.0, "tone": 0.0, "bright": 0.0, "blocks": 0, "ref": ref,
+             "bad": np.zeros((GRID, GRID), bool), "warped": warped, "mask": mask}
+    if m.sum() < 64:
+        return found
+    tone = float(np.median(o[m] - r[m]))
+    rb, ob, mb = _blocks(r), _blocks(o - tone), _blocks(m.astype(np.float32))
+    used = mb.min(axis=2) > 0.99
+    rc, oc = rb - rb.mean(2, keepdims=True), ob - ob.mean(2, keepdims=True)
+    ncc = (rc * oc).sum(2) / np.maximum(np.sqrt((rc * rc).sum(2) * (oc * oc).sum(2)), 1e-6)
+    gap = np.abs(rb.mean(2) - ob.mean(2))
+    flat = np.maximum(rb.std(2), ob.std(2)) < 4
+    ok = np.where(flat, gap < 8, (ncc >= 0.75) & (gap < 14))
+    bad = used & ~ok
+    total = int(used.sum())
+    # Exposure again, on the agreeing blocks' brightest tenth (a night sky's stars
+    # brighten while its black stays black; an overlay's banner is left out).
+    good = (used & ok).repeat(CELL, 0).repeat(CELL, 1)
+    rg = cv2.resize(r, (GRID * CELL, GRID * CELL), interpolation=cv2.INTER_AREA)[good]
+    og = cv2.resize(o, (GRID * CELL, GRID * CELL), interpolation=cv2.INTER_AREA)[good]
+    if len(rg) >= 32:
+        top = rg >= np.percentile(rg, 90)
+        found["bright"] = float(np.median((og - rg)[top]))
+    found["ref"] = ref
+    # Flat blocks agree whatever lies there (a window's chrome in two screenshots): the
+    # textured ones decide when there are enough of them.
+    textured = used & ~flat
+    if textured.sum() >= 8:
+        total = int(textured.sum())
+    found.update(agree=(total - int((bad & (textured if textured.sum() >= 8 else used)).sum()))
+                 / max(total, 1), tone=tone, blocks=total,
+                 bad=bad, low=(r, o - tone))
+    return found
+
+
+def _fine(found: dict) -> float:
+    """Fine detail: band-passed grey at full size, where a copy keeps its source's
+    texture and another exposure of the scene has its own."""
+    inside = found["mask"] > 250
+    if inside.sum() <= 100:
+        return 0.0
+    fr, fo = (cv2.GaussianBlur(x.astype(np.float32), (0, 0), 0.8)
+              - cv2.GaussianBlur(x.astype(np.float32), (0, 0), 2.5)
+              for x in (found["ref"], found["warped"]))
+    return _ncc(fr[inside], fo[inside])
+
+
+def _moved(r: np.ndarray, o: np.ndarray, bad: np.ndarray) -> float:
+    """Share of the disagreeing blocks found a few pixels away in ref: a subject that
+    moved between two frames (an overlay is found nowhere)."""
+    ys = np.linspace(0, r.shape[0], GRID + 1).astype(int)
+    xs = np.linspace(0, r.shape[1], GRID + 1).astype(int)
+    moved = 0
+    cells = list(zip(*np.nonzero(bad)))
+    for i, j in cells:
+        block = o[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
+        y0, y1 = max(0, ys[i] - SEARCH), min(r.shape[0], ys[i + 1] + SEARCH)
+        x0, x1 = max(0, xs[j] - SEARCH), min(r.shape[1], xs[j + 1] + SEARCH)
+        if block.std() < 4 or block.shape[0] < 3 or block.shape[1] < 3:
+            continue
+        scores = cv2.matchTemplate(r[y0:y1, x0:x1], block, cv2.TM_CCOEFF_NORMED)
+        _, score, _, (x, y) = cv2.minMaxLoc(scores)
+        # Found elsewhere, at the same contrast (a translucent banner correlates with
+        # the picture under it, in place and at a fraction of its contrast).
+        found = r[y0 + y:y0 + y + block.shape[0], x0 + x:x0 + x + block.shape[1]]
+        shifted = abs(y0 + y - ys[i]) + abs(x0 + x - xs[j]) >= 2
+        same = r[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
+        moved += (score >= 0.85 and shifted and abs(block.mean() - found.mean()) < 8
+                  and 0.75 <= block.std() / max(found.std(), 1e-6) <= 1.33
+                  and 0.6 <= block.std() / max(same.std(), 1e-6) <= 1.6)
+    return moved / max(len(cells), 1)
+
+
+def _flat(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the masked pixels in flat fills (borders, banners): 3x3 range <= 2."""
+    if mask.sum() < 50:
+        return 0.0
+    k = np.ones((3, 3), np.uint8)
+    spread = np.atleast_3d(cv2.dilate(rgb, k).astype(np.int16) - cv2.erode(rgb, k)).max(axis=2)
+    return float((spread[mask] <= 2).mean())
+
+
+def verify_pair(a, b, facts_a=None, facts_b=None) -> Verdict:
+    """Copy or similar shot? a, b: RGB uint8 arrays or Prepared. facts_*: optional
+    objects or dicts with width/height of the full-size files (for size relations)."""
+    a, b = _prepared(a), _prepared(b)
+    a, b = _with_facts(a, facts_a), _with_facts(b, facts_b)
+    matrix, count = _homography(a.features, b.features)
+    mirrored = False
+    if count < 60 and _mirror_likely(a, b, count):
+        if a.mirrored is None:
+            a.mirrored = local_features(np.ascontiguousarray(a.rgb[:, ::-1]))
+        m_matrix, m_count = _homography(a.mirrored, b.features)
+        if m_count > max(count * 1.2, MIN_INLIERS):
+            matrix, count, mirrored = m_matrix, m_count, True
+    if matrix is None or count < MIN_INLIERS:
+        return _direct(a, b)
+    a_rgb = np.ascontiguousarray(a.rgb[:, ::-1]) if mirrored else a.rgb
+    a_grey = np.ascontiguousarray(a.grey[:, ::-1]) if mirrored else a.grey
+    size_a, size_b = a_grey.shape[::-1], b.grey.shape[::-1]
+    try:
+        inverse = np.linalg.inv(matrix)
+    except np.linalg.LinAlgError:
+        return _direct(a, b)
+    cov_b, area_a_in_b = _cover(matrix, size_a, size_b)  # b's frame covered by a
+    cov_a, area_b_in_a = _cover(inverse, size_b, size_a)  # a's frame covered by b
+    if area_a_in_b <= 0 or area_b_in_a <= 0:
+        return _direct(a, b)
+    inter = cov_a * size_a[0] * size_a[1]
+    overlap = inter / max(size_a[0] * size_a[1] + area_b_in_a - inter, 1e-6)
+    if not _is_similarity(matrix, size_a) or overlap < 0.05:
+        # Another viewpoint, or a degenerate fit on a repetitive texture.
+        direct = _direct(a, b)
+        if direct.is_copy:
+            return direct
+        return _similar(", another viewpoint", overlap, count, mirrored)
+    # An upscaled (small) picture's keypoints are placed less precisely.
+    contained = CONTAINED - (0.03 if a.upscaled or b.upscaled else 0)
+    if max(cov_a, cov_b) < contained:
+        return _similar("", overlap, count, mirrored)
+    # ref: the frame that lies inside the other; content compared on ref's frame.
+    if cov_b >= cov_a:
+        ref, other, to_other, holder, holder_cov, ref_rgb = "b", a_grey, inverse, "a", cov_a, b.rgb
+        holder_rgb, ref_to_holder = a_rgb, inverse
+    else:
+        ref, other, to_other, holder, holder_cov, ref_rgb = "a", b.grey, matrix, "b", cov_b, a_rgb
+        holder_rgb, ref_to_holder = b.rgb, matrix
+    ref_grey = b.grey if ref == "b" else a_grey
+    found = _compare(ref_grey, other, to_other)
+    return _judge(a, b, found, ref, holder, holder_cov < contained, holder_cov, overlap,
+                  count, mirrored, ref_rgb, holder_rgb, ref_to_holder)
+
+
+def _similar(reason: str, overlap: float, count: int, mirrored: bool) -> Verdict:
+    return Verdict(False, "similar shot", f"similar shot: {100 * overlap:.0f} % overlap{reason}",
+                   overlap, count, mirrored=mirrored)
+
+
+def _mirror_likely(a: Prepared, b: Prepared, count: int) -> bool:
+    """Worth matching mirrored: the direct match is weak, or the mirrored thumbnail is
+    at least as close as the direct one (saves a second match for most pairs)."""
+    if count < MIN_INLIERS:
+        return True
+    return _ncc(a.thumb[:, ::-1], b.thumb) >= _ncc(a.thumb, b.thumb)
+
+
+def _with_facts(p: Prepared, facts) -> Prepared:
+    if facts is None:
+        return p
+    get = facts.get if isinstance(facts, dict) else (lambda k: getattr(facts, k, None))
+    if get("width") and get("height"):
+        return replace(p, width=int(get("width")), height=int(get("height")))
+    return p
+
+
+def _judge(a, b, found, ref, holder, inside, holder_cov, overlap, count, mirrored,
+           ref_rgb, holder_rgb, ref_to_holder) -> Verdict:
+    grey = None
+    if a.is_grey != b.is_grey:
+        grey = "a" if a.is_grey else "b"
+    shift = max(found["tone"], found["bright"], key=abs)
+    if abs(shift) > TONE:
+        sign = "brighter" if (shift > 0) == (ref == "a") else "darker"
+        return Verdict(False, "similar shot", f"similar shot: another exposure (b {sign})",
+                       overlap, count, mirrored=mirrored, stage="geometry")
+    if EDITED <= found["agree"] < AGREE and _moved(*found["low"], found["bad"]) >= 0.5:
+        return _similar(", the subject moved", overlap, count, mirrored)
+    if found["agree"] < EDITED or found["blocks"] < 8:
+        return _similar(", content differs", overlap, count, mirrored)
+    notes, kind, source = [], None, None
+    if inside:  # ref lies inside holder: a crop of it, or it in a frame
+        if found["agree"] < AGREE:
+            # Content differs in places: another frame of a burst, or a pan whose part
+            # falls on a screenshot's window.
+            return _similar("", overlap, count, mirrored)
+        outside = cv2.warpPerspective(np.full(ref_rgb.shape[:2], 255, np.uint8), ref_to_holder,
+                                      holder_rgb.shape[1::-1], flags=cv2.INTER_NEAREST)
+        outside = cv2.erode(255 - outside, np.ones((5, 5), np.uint8)) > 0
+        # A border or window is flat and substantial (a burst's frame zoomed in a few
+        # per cent leaves thin strips, dark ones at night).
+        if holder_cov <= FRAMED and _flat(holder_rgb, outside) >= 0.6:
+            kind, source = "screenshot/border", ref
+            notes.append(f"screenshot or bordered copy ({100 * holder_cov:.0f} % of it is "
+                         f"the picture)")
+        elif _fine(found) < FINE:
+            # A crop keeps its source's fine texture; a burst's next frame, zoomed in,
+            # has its own (noise, resampling, small motion).
+            return _similar(", its own fine detail", overlap, count, mirrored)
+        else:
+            kind, source = "crop", holder
+            notes.append(f"crop of {100 * holder_cov:.0f} % of the original")
+    edited = None
+    if found["agree"] < AGREE:
+        bad = found["bad"]
+        share = bad.sum() / max(found["blocks"], 1)
+        edited = _which_edited(ref, ref_rgb, found)
+        notes.append(f"overlay or edit over {100 * share:.0f} % of the picture")
+        kind = kind or "overlay"
+        if source is None and edited:
+            source = "a" if edited == "b" else "b"
+    if mirrored:
+        notes.insert(0, "mirror image")
+        kind = "mirror image" if kind in (None, "overlay") else kind
+    if grey:
+        notes.insert(0, "greyscale copy")
+        kind = "greyscale copy" if kind in (None, "overlay", "mirror image") else kind
+        source = source or ("a" if grey == "b" else "b")
+    if kind is None:
+        verdict = _same(a, b, overlap, count, "geometry")
+        verdict.edited = edited
+        return verdict
+    return Verdict(True, kind, ", ".join(notes), overlap, count, source, mirrored, grey, edited)
+
+
+def _which_edited(ref, ref_rgb, found) -> Optional[str]:
+    """The one whose disagreeing blocks are flatter fills (a banner, a logo)."""
+    bad = cv2.resize(found["bad"].astype(np.uint8), ref_rgb.shape[1::-1],
+                     interpolation=cv2.INTER_NEAREST) > 0
+    bad &= found["mask"] > 0
+    flat_ref = _flat(cv2.cvtColor(ref_rgb, cv2.COLOR_RGB2GRAY), bad)
+    flat_other = _flat(found["warped"], bad)
+    if abs(flat_ref - flat_other) < 0.05:
+        return None
+    return ref if flat_ref > flat_other else ("b" if ref == "a" else "a")
+
+
+def _direct(a: Prepared, b: Prepared) -> Verdict:
+    """No geometric match (blurred, tiny or featureless): whole frames of the same
+    aspect compared directly, mirrored too."""
+    if abs(np.log(a.aspect / b.aspect)) > 0.02:
+        return Verdict(False, "different", "no matching features", stage="direct")
+    size = b.grey.shape[::-1]
+    scale = np.diag([size[0] / a.grey.shape[1], size[1] / a.grey.shape[0], 1.0])
+    best = None
+    for mirrored in (False, True):
+        grey = np.ascontiguousarray(a.grey[:, ::-1]) if mirrored else a.grey
+        found = _compare(grey, b.grey, scale)
+        if best is None or found["agree"] > best[0]["agree"]:
+            best = (found, mirrored)
+    found, mirrored = best
+    if found["agree"] >= AGREE and max(abs(found["tone"]), abs(found["bright"])) <= TONE:
+        verdict = _same(a, b, 1.0, 0, "direct", mirrored)
+        if a.is_grey != b.is_grey:
+            verdict.kind, verdict.reason = "greyscale copy", "greyscale copy"
+            verdict.grey = "a" if a.is_grey else "b"
+            verdict.which_is_source = "b" if a.is_grey else "a"
+        return verdict
+    # An overlay on a featureless picture; not on an upscaled one, whose blur alone
+    # lets a burst's next frame agree this well.
+    if (EDITED <= found["agree"] and max(abs(found["tone"]), abs(found["bright"])) <= TONE
+            and not (a.upscaled or b.upscaled) and _moved(*found["low"], found["bad"]) < 0.5):
+        edited = _which_edited("a", a.rgb[:, ::-1] if mirrored else a.rgb, found)
+        return Verdict(True, "overlay", f"overlay or edit over {100 * (1 - found['agree']):.0f} "
+                       "% of the picture", 1.0, 0, {"a": "b", "b": "a"}.get(edited), mirrored,
+                       edited=edited, stage="direct")
+    kind = "similar shot" if found["agree"] >= 0.3 else "different"
+    return Verdict(False, kind, f"{kind}: no matching features", stage="direct")
