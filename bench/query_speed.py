@@ -16,8 +16,14 @@ them alike, it times:
 - numpy: exact brute force on the same vectors held in memory (X @ q + argpartition),
   with its default BLAS threads and (if threadpoolctl is installed) with one;
 - vec0 float: sqlite-vec's exact KNN scan of the float vec0 table;
-- similar_images(): the plugin's search (bit pre-filter + exact re-rank), as the SQL
-  function and pages run it, including the pk lookups;
+- similar_images(): the plugin's search as the SQL function and pages run it,
+  including the pk lookups: candidates from the HNSW graph kept beside the index
+  (store/ann.py, built here by Store.refresh_ann once the rows are written), re-ranked
+  by exact distance;
+- pre-filter only: the same search without the graph (the sign-bit pre-filter + exact
+  re-rank every query used before, and still the fallback while the graph is stale);
+- held-out: similar_to_vector() for vectors of the same collection that are not in
+  the index (upload search, similar_to_image()), with and without the graph;
 - phash: the same for the 64-bit index (a vec0 bit scan);
 - page JSON and page HTML: GET /db/photos/-/similar/<pk>.json and the page itself
   through Datasette (the thumbnails it shows are separate requests),
@@ -40,11 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CACHE, collection, machine, percentile, real_embeddings, table  # noqa: E402
 
-from datasette_imgsim.search import similar_to_row  # noqa: E402
+from datasette_imgsim.search import similar_to_row, similar_to_vector  # noqa: E402
 from datasette_imgsim.store import ItemResult, Store, connect, projection  # noqa: E402
 
 BATCH = 4096
-NAMES = ("numpy", "numpy, 1 thread", "vec0 float", "similar_images()", "phash", "page JSON", "page HTML")
+NAMES = ("numpy", "numpy, 1 thread", "vec0 float", "similar_images()", "pre-filter only",
+         "held-out", "held-out, pre-filter only", "phash", "page JSON", "page HTML")
+HELD_OUT = 100  # vectors of each collection left out of the index, as query images
 
 try:  # numpy's BLAS threads can be slower than one on a busy machine: time both
     from threadpoolctl import threadpool_limits
@@ -52,16 +60,22 @@ except ImportError:
     threadpool_limits = None
 
 
-def build(path: Path, n: int, seeds: np.ndarray) -> np.ndarray:
-    """The benchmark database (reused if complete) and its cnn vectors, in pk order."""
-    vectors = np.empty((n, 1280), np.float32)
+def build(path: Path, n: int, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark database (reused if complete), its cnn vectors in pk order, and
+    HELD_OUT vectors of the same collection that are not in it."""
+    vectors = np.empty((n + HELD_OUT, 1280), np.float32)
     start = 0
-    for block in collection(n, seeds):
+    for block in collection(n + HELD_OUT, seeds):
         vectors[start:start + len(block)] = block
         start += len(block)
-    done = path.with_suffix(".done")
+    held = np.random.default_rng(11).choice(n + HELD_OUT, HELD_OUT, replace=False)
+    keep = np.ones(n + HELD_OUT, bool)
+    keep[held] = False
+    held_out = vectors[held]
+    vectors = np.ascontiguousarray(vectors[keep])
+    done = path.with_suffix(".v2.done")
     if done.exists() and path.exists():
-        return vectors
+        return vectors, held_out
     for p in (path, done):
         if p.exists():
             p.unlink()
@@ -88,7 +102,7 @@ def build(path: Path, n: int, seeds: np.ndarray) -> np.ndarray:
     conn.execute("pragma wal_checkpoint(truncate)")
     conn.close()
     done.touch()
-    return vectors
+    return vectors, held_out
 
 
 def table_bytes(conn, name: str) -> int:
@@ -138,15 +152,21 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator) 
     path = CACHE / f"query_{n}.db"
     CACHE.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
-    X = build(path, n, seeds)
+    X, held_out = build(path, n, seeds)
     build_seconds = time.monotonic() - t
     conn = connect(str(path))
     store = Store(conn)
     cnn = store.index("photos", "cnn")
+    t = time.monotonic()
+    graph = store.refresh_ann(cnn, save=True)  # builds the graph if its file is missing
+    graph_seconds = time.monotonic() - t
+    cnn = store.index("photos", "cnn")
+    graph_disk = sum(f.stat().st_size for f in Path(str(path) + ".ann").glob("*.hnsw"))
     ds = asyncio.run(page_client(path))
     loop = asyncio.new_event_loop()
     times: dict[str, list] = {name: [] for name in NAMES}
-    recalls = []
+    recalls = {"similar_images()": [], "pre-filter only": [], "held-out": [],
+               "held-out, pre-filter only": []}
     pks = rng.choice(n, size=queries + 2, replace=False) + 1
     # Two warm-up queries: first reads from disk, the projection, the routes.
     for i, pk in enumerate(pks):
@@ -169,6 +189,17 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator) 
         _, found = similar_to_row(store, "photos", pk, 10, "cnn")
         row["similar_images()"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        prefiltered = store.backend._knn_prefiltered(cnn, vector, 11)
+        row["pre-filter only"] = time.perf_counter() - t0
+        h = held_out[i % len(held_out)]
+        held_exact = {int(j) + 1 for j in numpy_exact(X, h, 10)}
+        t0 = time.perf_counter()
+        held_found = similar_to_vector(store, cnn, h, 10)
+        row["held-out"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        held_pre = store.backend._knn_prefiltered(cnn, h, 10)
+        row["held-out, pre-filter only"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         similar_to_row(store, "photos", pk, 10, "phash")
         row["phash"] = time.perf_counter() - t0
         if ds is not None:
@@ -188,13 +219,20 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator) 
             continue
         for name, seconds in row.items():
             times[name].append(seconds * 1000)
-        recalls.append(len(set(exact) & {r["pk"] for r in found}) / 10)
+        recalls["similar_images()"].append(len(set(exact) & {r["pk"] for r in found}) / 10)
+        pre_pks = store._pks([i for i, _ in prefiltered + held_pre])  # item ids -> pks
+        recalls["pre-filter only"].append(
+            len(set(exact) & {pre_pks[i] for i, _ in prefiltered} - {pk}) / 10)
+        recalls["held-out"].append(len(held_exact & {r["pk"] for r in held_found}) / 10)
+        recalls["held-out, pre-filter only"].append(
+            len(held_exact & {pre_pks[i] for i, _ in held_pre}) / 10)
     loop.close()
     disk = sizes_on_disk(conn, {"cnn floats": "_imgsim_photos_cnn", "cnn bits": "_imgsim_photos_cnn_bits",
                                 "phash": "_imgsim_photos_phash", "_imgsim_items": "_imgsim_items"})
     conn.close()
-    return {"n": n, "times": times, "recall": float(np.mean(recalls)), "disk": disk,
-            "build_seconds": build_seconds}
+    return {"n": n, "times": times, "recall": {k: float(np.mean(v)) for k, v in recalls.items()},
+            "disk": disk, "build_seconds": build_seconds, "graph_seconds": graph_seconds,
+            "graph_disk": graph_disk, "graph": graph}
 
 
 def other_method_sizes() -> dict[str, tuple[int, int]]:
@@ -253,12 +291,19 @@ def main(argv=None):
                     rows.append([f"{r['n']:,}", name, "not measured (no similar page)", "", ""])
                 continue
             p50, p95 = percentile(t[name], 50), percentile(t[name], 95)
-            ratio = ("" if name in ("similar_images()", "phash", "page JSON", "page HTML")
+            ratio = ("" if name in ("similar_images()", "phash", "page JSON", "page HTML", "held-out",
+                                    "held-out, pre-filter only")
                      else f"{p50 / percentile(ours, 50):.1f}x")
-            extra = f"recall@10 {r['recall']:.3f}" if name == "similar_images()" else ""
+            extra = f"recall@10 {r['recall'][name]:.3f}" if name in r["recall"] else ""
+            if ratio and extra:
+                ratio = f"{ratio}, {extra}"
             rows.append([f"{r['n']:,}", name, f"{p50:.1f}", f"{p95:.1f}", ratio or extra])
     print(table(["vectors", "query", "p50 ms", "p95 ms", "similar_images() speed-up / recall"], rows))
     if results:
+        print("\nHNSW graph (M 16, construction ef 200, search ef 48) beside the index:")
+        print(table(["vectors", "build s (2 threads)", "file per 100k images"],
+                    [[f"{r['n']:,}", f"{r['graph_seconds']:.0f}",
+                      mb(r["graph_disk"] * 100_000 / r["n"])] for r in results]))
         print("\nIndex size on disk per 100k images:")
         size_rows = []
         r = results[-1]

@@ -43,6 +43,8 @@ def prepare_jinja2_environment(env, datasette):
 def prepare_connection(conn, database, datasette):
     from . import sql
     from .store import ExtensionUnavailable, load_sqlite_vec, map_indexes
+    from .store.factory import serve_with
+    from .store.milvus import is_milvus
     from .store.sidecar import attach_served
     from .web.render import config
 
@@ -52,7 +54,12 @@ def prepare_connection(conn, database, datasette):
         # startup() reports it once; the SQL functions still register and explain.
         pass
     db = datasette.databases.get(database)
-    attach_served(conn, getattr(db, "path", None), config(datasette, database).get("index_db"))
+    index_db = config(datasette, database).get("index_db")
+    if is_milvus(index_db):
+        # Vectors in Milvus, the catalogue in the conventional sidecar beside the database.
+        serve_with(getattr(db, "path", None), index_db)
+        index_db = None
+    attach_served(conn, getattr(db, "path", None), index_db)
     map_indexes(conn)
     sql.register_functions(conn)
 

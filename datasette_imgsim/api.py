@@ -17,6 +17,8 @@ from typing import Any, Callable, Optional, Sequence
 from . import search
 from .errors import ImgsimError, NotFound, SourceError, SourceLocked
 from .store import IndexSpec, Store, connect, quote_identifier
+from .store.factory import backend_for
+from .store.milvus import is_milvus
 from .store.sidecar import attach, find_sidecar, sidecar_path
 
 
@@ -137,6 +139,9 @@ class ImageIndex:
         db_path = str(db_path)
         if not Path(db_path).exists():
             raise NotFound(f"database file not found: {db_path}")
+        vectors = None  # where the vectors live, when not in the index database (Milvus)
+        if is_milvus(index_db):
+            vectors, index_db = index_db, str(sidecar_path(db_path))
         if not write:
             sidecar = find_sidecar(db_path, index_db)
             if sidecar is None:
@@ -146,7 +151,7 @@ class ImageIndex:
                 raise NotFound(f"index database not found: {sidecar}")
             source = open_source(db_path)
             attach(source, sidecar)
-            return cls(source, Store(source), db_path)
+            return cls(source, Store(source, vectors and backend_for(source, vectors)), db_path)
         source = open_source(db_path)
         if index_db is None and (in_place or has_own_index(source)):
             source.close()
@@ -162,7 +167,11 @@ class ImageIndex:
             raise NotFound(f"folder for the index database not found: {sidecar.parent}")
         created = None if sidecar.exists() else sidecar
         try:
-            store = Store(connect(str(sidecar)))
+            conn = connect(str(sidecar))
+            store = Store(conn, vectors and backend_for(conn, vectors))
+        except ImgsimError:
+            source.close()
+            raise
         except Exception as e:
             source.close()
             raise SourceError(f"cannot open index database {sidecar}: {e}") from None

@@ -26,7 +26,7 @@ def database_argument(fn):
 
 
 def index_db_option(help: str = INDEX_DB_HELP):
-    return click.option("--index-db", type=click.Path(dir_okay=False), help=help)
+    return click.option("--index-db", help=help)  # a file, or milvus://host:port/db
 
 
 def json_option(fn):
@@ -177,6 +177,8 @@ def register(cli: click.Group) -> None:
             f"{summary.failed} failed, {summary.empty} without image "
             f"in {summary.seconds:.1f}s ({summary.rate:.1f} images/s)"
         )
+        for note in summary.notes:
+            click.echo(note, err=True)
         for pk_value, message in summary.errors[:10]:
             click.echo(f"  error: {plan.source.table} {pk_value!r}: {message}", err=True)
         if still_failing:

@@ -48,6 +48,7 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     errors: list = field(default_factory=list)  # (pk, message), first few
+    notes: list = field(default_factory=list)  # what the user should know beyond errors
 
     @property
     def rate(self) -> float:
@@ -269,6 +270,7 @@ class Indexer:
                 settle(wait(in_flight)[0])
             flush(force=True)
             summary.removed = self._remove_missing(known, seen)
+            self._refresh_graphs(summary)
         except KeyboardInterrupt:
             summary.interrupted = True
             for future in in_flight:
@@ -282,6 +284,17 @@ class Indexer:
                 self.executor.shutdown(wait=not summary.interrupted, cancel_futures=True)
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _refresh_graphs(self, summary: Summary) -> None:
+        """Bring each large index's HNSW graph (store/ann.py) up to the rows just written,
+        once per run: per batch it would cost more than the batch's own write. Until then
+        queries fall back to the exact pre-filter, so answers never depend on it."""
+        for spec in self.specs.values():
+            try:
+                self.store.refresh_ann(spec, save=True)
+            except Exception as e:  # a derived structure: the index itself is complete
+                summary.notes.append(f"{spec.method}: search graph not refreshed ({e}); "
+                                     "queries use the exact pre-filter")
 
     def _restart(self) -> None:
         """A fresh pool in place of a broken one (a no-op while the pool works)."""

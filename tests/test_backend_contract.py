@@ -17,7 +17,22 @@ def memory(conn):
     return MemoryBackend()
 
 
-BACKENDS = [vec0, memory]
+_milvus_lite = {}
+
+
+def milvus(conn):
+    """Milvus Lite (embedded: the same client API as a server), one file per test run."""
+    from datasette_imgsim.store.milvus import MilvusBackend
+
+    if "backend" not in _milvus_lite:
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="imgsim-milvus-")
+        _milvus_lite["backend"] = MilvusBackend(f"{folder}/contract.milvus.db")
+    return _milvus_lite["backend"]
+
+
+BACKENDS = [vec0, memory, milvus]
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda f: f.__name__)
@@ -136,3 +151,36 @@ def test_store_over_either_backend(make_backend, tmp_path):
         store.delete(index, [7])
     assert [pk for pk, _, _ in store.knn(index, np.float32([0, 0, 1]), 3)] == ["x"]
     assert store.counts(index) == {"indexed": 1, "errors": 1}
+
+
+def test_knn_allowed_keeps_k_and_only_allowed(make_backend, conn):
+    """A selective filter still gets k results, all of them allowed, in exact order."""
+    backend = make_backend(conn)
+    index = created(backend, conn, spec(6, dims=128))
+    vectors = rng_vectors(700, 128, seed=4)
+    with conn:
+        backend.add(index, list(range(1, 701)), vectors)
+    query = rng_vectors(1, 128, seed=5)[0]
+    d = distances(vectors, query, "cosine")
+    for allowed in ({3, 500, 77}, set(range(1, 701, 7)), set(range(2, 700, 2))):
+        found = backend.knn(index, query, 10, allowed=allowed)
+        ids = np.array(sorted(allowed))
+        expected = ids[np.argsort(d[ids - 1], kind="stable")][:10].tolist()
+        assert [i for i, _ in found] == expected
+    assert backend.knn(index, query, 5, allowed=set()) == []
+
+
+def test_neighbours_batch(make_backend, conn):
+    backend = make_backend(conn)
+    index = created(backend, conn, spec(7, metric="l2"))
+    vectors = rng_vectors(40, 8, seed=6)
+    with conn:
+        backend.add(index, list(range(101, 141)), vectors)
+    ids, found, dist = backend.neighbours(index, 3)
+    assert ids.tolist() == list(range(101, 141)) and found.shape == dist.shape == (40, 3)
+    for row in (0, 17, 39):
+        d = distances(vectors, vectors[row], "l2")
+        d[row] = np.inf
+        expected = (np.argsort(d, kind="stable")[:3] + 101).tolist()
+        assert found[row].tolist() == expected
+        assert dist[row].tolist() == pytest.approx(np.sort(d)[:3].tolist(), rel=1e-4)

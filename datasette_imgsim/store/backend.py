@@ -12,7 +12,7 @@ a distributed vector database) is one more module that passes it.
 """
 from __future__ import annotations
 
-from typing import Optional, Protocol, Sequence
+from typing import Collection, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -35,10 +35,18 @@ class VectorBackend(Protocol):
     def remove(self, spec: IndexSpec, item_ids: Sequence[int]) -> None:
         """Forget these ids' vectors (unknown ids are ignored)."""
 
-    def knn(self, spec: IndexSpec, query: np.ndarray, k: int,
-            exact: bool = False) -> list[tuple[int, float]]:
+    def knn(self, spec: IndexSpec, query: np.ndarray, k: int, exact: bool = False,
+            allowed: Optional[Collection[int]] = None) -> list[tuple[int, float]]:
         """The k nearest (item id, distance) to query, nearest first (ties by item id);
-        distances in the index's metric. exact=True forbids approximation."""
+        distances in the index's metric. exact=True forbids approximation. allowed: only
+        these item ids may be returned, and k of them are when k are allowed and stored
+        (a filter must not make a search come back short)."""
+
+    def neighbours(self, spec: IndexSpec, k: int,
+                   exact: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each stored vector's k nearest others (duplicate finding): (item ids (n,) in
+        item id order, their neighbours' item ids (n, k), -1 where fewer, distances
+        float32 (n, k), inf where fewer), nearest first, ties by item id."""
 
     def vector(self, spec: IndexSpec, item_id: int) -> Optional[np.ndarray]:
         """One stored vector, or None."""

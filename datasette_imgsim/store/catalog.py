@@ -36,7 +36,11 @@ class Store:
 
     def __init__(self, conn, backend: Optional[VectorBackend] = None):
         self.conn = conn
-        self.backend = backend if backend is not None else Vec0Backend(conn)
+        if backend is None:
+            from .factory import default_backend
+
+            backend = default_backend(conn)
+        self.backend = backend
 
     # --- schema and index definitions -------------------------------------------------
 
@@ -275,15 +279,71 @@ class Store:
             "select item_id, pk from _imgsim_items where item_id in (select value from json_each(?))",
             (json.dumps([int(i) for i in item_ids]),)))
 
-    def knn(self, spec: IndexSpec, vector, k: int,
-            exact: bool = False) -> list[tuple[Any, float, int]]:
+    def knn(self, spec: IndexSpec, vector, k: int, exact: bool = False,
+            allowed_item_ids: Optional[Iterable[int]] = None) -> list[tuple[Any, float, int]]:
         """The k nearest neighbours of a vector (array or bytes): (pk, distance, item_id),
-        nearest first."""
+        nearest first. allowed_item_ids (see item_ids_for) restricts them to those rows
+        and still returns k when that many are allowed (a selective filter: "taken in
+        2020", "in this album")."""
         if k <= 0:
             return []
-        hits = self.backend.knn(spec, spec.as_vector(vector), k, exact)
+        vector = spec.as_vector(vector)
+        if allowed_item_ids is None:
+            hits = self.backend.knn(spec, vector, k, exact)
+        else:
+            allowed = allowed_item_ids if isinstance(allowed_item_ids, (set, frozenset)) \
+                else {int(i) for i in allowed_item_ids}
+            hits = self.backend.knn(spec, vector, k, exact, allowed=allowed)
         pks = self._pks(i for i, _ in hits)
         return [(pks[i], d, i) for i, d in hits if i in pks]
+
+    def item_ids_for(self, spec: IndexSpec, pks: Iterable[Any]) -> set[int]:
+        """The item ids of those source keys that are indexed (for knn's filter)."""
+        candidates = [c for pk in pks for c in key_candidates(pk)]
+        return {i for (i,) in self.conn.execute(
+            "select item_id from _imgsim_items where index_id = ? and error is null and pk in "
+            "(select value from json_each(?))", (spec.id, json.dumps(candidates, default=str)))}
+
+    def neighbours(self, spec: IndexSpec, k: int, exact: bool = False):
+        """Every indexed row's k nearest other rows, for duplicate finding: (pks list (n,),
+        neighbour positions int64 (n, k) into that list, -1 where fewer, distances
+        float32 (n, k), inf where fewer), nearest first. Through the backend's batch
+        neighbours() (the HNSW graph when it has one), else exactly."""
+        from .vec0 import neighbours_of
+
+        if hasattr(self.backend, "neighbours"):
+            item_ids, found, dist = self.backend.neighbours(spec, k, exact=exact)
+        else:
+            item_ids, matrix = self.backend.vectors(spec)
+            item_ids, found, dist = neighbours_of(spec, item_ids, matrix, k)
+        pks = self._pks(item_ids.tolist())
+        keep = np.array([int(i) in pks for i in item_ids.tolist()], dtype=bool)
+        kept_ids = item_ids[keep]
+        position = np.searchsorted(kept_ids, found)
+        valid = (found >= 0) & (position < len(kept_ids)) & \
+            (kept_ids[np.minimum(position, max(len(kept_ids) - 1, 0))] == found) if len(kept_ids) \
+            else np.zeros(found.shape, bool)
+        position = np.where(valid, position, -1)[keep]
+        dist = np.where(valid, dist, np.inf)[keep].astype(np.float32)
+        return [pks[int(i)] for i in kept_ids.tolist()], position, dist
+
+    def refresh_ann(self, spec: IndexSpec, save: Optional[bool] = None,
+                    rebuild: bool = False) -> dict:
+        """Bring the index's derived HNSW graph (store/ann.py) up to the committed rows:
+        call after committing a batch (cheap: applies that batch), and with save=True at
+        the end of a run (writes the graph file beside the index database). Enables the
+        graph on an index made before it existed. Outside a transaction. Returns what
+        it did: {"graph", "built", "generation", "saved", "rows", "seconds"}."""
+        from . import ann
+
+        if not isinstance(self.backend, Vec0Backend) or not ann.eligible(spec):
+            return {"graph": False}
+        if not spec.params.get("ann"):
+            with self.conn:
+                ann.create_log(self.conn, spec)
+                spec.params = {**spec.params, "ann": ann.new_params(spec)}
+                save_params(self.conn, spec)
+        return ann.refresh(self.conn, spec, save=save, rebuild=rebuild)
 
     def load_vectors(self, spec: IndexSpec) -> tuple[list, np.ndarray]:
         """Every indexed row's key and vector, in item order: (pks, matrix)."""

@@ -5,7 +5,7 @@ the catalogue and search work with any backend, and it documents what a backend 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 import numpy as np
 
@@ -37,9 +37,12 @@ class MemoryBackend:
         for item_id in item_ids:
             rows.pop(int(item_id), None)
 
-    def knn(self, spec: IndexSpec, query: np.ndarray, k: int,
-            exact: bool = False) -> list[tuple[int, float]]:
+    def knn(self, spec: IndexSpec, query: np.ndarray, k: int, exact: bool = False,
+            allowed: Optional[Collection[int]] = None) -> list[tuple[int, float]]:
         ids, matrix = self.vectors(spec)
+        if allowed is not None and len(ids):
+            keep = np.isin(ids, np.fromiter((int(i) for i in allowed), dtype=np.int64))
+            ids, matrix = ids[keep], matrix[keep]
         if not len(ids) or k <= 0:
             return []
         found = distances(matrix, spec.as_vector(query), spec.metric).astype(np.float32)
@@ -56,6 +59,12 @@ class MemoryBackend:
         matrix = (np.stack([rows[i] for i in ids]) if len(ids)
                   else np.zeros((0, width), dtype=spec.dtype))
         return ids, matrix
+
+    def neighbours(self, spec: IndexSpec, k: int, exact: bool = False):
+        from .vec0 import neighbours_of
+
+        ids, matrix = self.vectors(spec)
+        return neighbours_of(spec, ids, matrix, k)
 
     def count(self, spec: IndexSpec) -> int:
         return len(self._rows(spec))

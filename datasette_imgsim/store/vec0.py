@@ -7,11 +7,11 @@ whatever is returned. Everything is written in the caller's transaction.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 import numpy as np
 
-from . import quantize
+from . import ann, quantize
 from .connection import quote_identifier
 from .schema import IndexSpec, free_name
 
@@ -47,6 +47,9 @@ BITS_CHUNK_SIZE = 256
 # UNION ALL (always this many, padded with NULL, so the statement is prepared once):
 # at 100k rows 288 candidates take 1.7 ms this way against 5.5 ms one statement each.
 RERANK_BATCH = 32
+# A filter (allowed item ids) of at most this many rows is answered by re-ranking all
+# of them exactly (about 15 us a row) rather than by over-fetching.
+ALLOWED_SCAN = 512
 DISTANCE_FUNCTIONS = {"cosine": "vec_distance_cosine", "l2": "vec_distance_l2",
                       "l1": "vec_distance_l1"}
 
@@ -80,9 +83,14 @@ class Vec0Backend:
                 f"part integer partition key, embedding bit[{quantized['bits']}], "
                 f"chunk_size={BITS_CHUNK_SIZE})")
             params["quantized"] = quantized
+        if ann.eligible(spec):
+            ann.create_log(self.conn, spec)
+            params["ann"] = ann.new_params(spec)
         return params
 
     def drop(self, spec: IndexSpec) -> None:
+        ann.forget(self.conn, spec)
+        ann.drop_log(self.conn, spec)
         self.conn.execute(f"drop table if exists {quote_identifier(spec.vec_table)}")
         if spec.quantized:
             self.conn.execute(f"drop table if exists {quote_identifier(spec.quantized['table'])}")
@@ -95,6 +103,7 @@ class Vec0Backend:
             [(int(i), v.tobytes()) for i, v in zip(item_ids, vectors)])
         if spec.quantized and len(vectors):
             self._add_bits(spec, list(item_ids), vectors)
+        ann.record(self.conn, spec, item_ids)
 
     def _add_bits(self, spec: IndexSpec, item_ids: list, vectors: np.ndarray) -> None:
         """Sign bits of vectors just written, in the same transaction as the floats."""
@@ -144,19 +153,32 @@ class Vec0Backend:
         if spec.quantized:
             self.conn.executemany(
                 f"delete from {quote_identifier(spec.quantized['table'])} where rowid = ?", rows)
+        ann.record(self.conn, spec, item_ids)
 
-    def knn(self, spec: IndexSpec, query: np.ndarray, k: int,
-            exact: bool = False) -> list[tuple[int, float]]:
-        """Float indexes with a sign-bit table: the nearest candidates by Hamming distance
-        over all rows, ranked by exact float distance; with exact=True, or for indexes
-        without that table (older versions, bit methods, few dimensions), sqlite-vec's
-        exact scan."""
+    def knn(self, spec: IndexSpec, query: np.ndarray, k: int, exact: bool = False,
+            allowed: Optional[Collection[int]] = None) -> list[tuple[int, float]]:
+        """Float indexes with an up-to-date HNSW graph (ann.py): the graph's nearest
+        candidates ranked by exact float distance. Otherwise, with a sign-bit table: the
+        nearest candidates by Hamming distance over all rows, ranked the same way; with
+        exact=True, or for indexes without that table (older versions, bit methods, few
+        dimensions), sqlite-vec's exact scan. `allowed` (item ids) restricts the answer
+        to those rows, still k of them when there are k (see _knn_allowed)."""
         if k <= 0:
             return []
         query = spec.as_vector(query)
+        if allowed is not None:
+            return self._knn_allowed(spec, query, k, allowed, exact)
         quantized = spec.quantized
+        if not exact:
+            graph = ann.graph_for_query(self.conn, spec)
+            if graph is not None:
+                wanted = max(k + ann.EXTRA_CANDIDATES, 2 * k)
+                return self._rerank(spec, query, graph.candidates(query, wanted))[:k]
         if not exact and quantized and quantized["mean"] is not None:
             return self._knn_prefiltered(spec, query, k)
+        return self._knn_exact(spec, query, k)
+
+    def _knn_exact(self, spec: IndexSpec, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         rows = self.conn.execute(
             f"select rowid, distance from {quote_identifier(spec.vec_table)} "
             f"where embedding match {_vector_sql(spec)} and k = ?",
@@ -179,6 +201,10 @@ class Vec0Backend:
         else:
             item_ids = [i for part in range(partitions)
                         for (i,) in self.conn.execute(sql + " and part = ?", (bits, share, part))]
+        return self._rerank(spec, query, item_ids)[:k]
+
+    def _rerank(self, spec: IndexSpec, query: np.ndarray, item_ids: list) -> list[tuple[int, float]]:
+        """(item id, exact distance) of those of item_ids still stored, nearest first."""
         # vec0 answers "rowid = ?" from its rowid table but "rowid in (...)" with a
         # scan, hence lookups joined by UNION ALL. The distance function is the one
         # the exact scan uses, so both paths give the same distances.
@@ -193,7 +219,50 @@ class Vec0Backend:
             batch += [None] * (RERANK_BATCH - len(batch))
             scored.extend((float(d), i) for i, d in self.conn.execute(sql, (vector, *batch)))
         scored.sort()
-        return [(i, d) for d, i in scored[:k]]
+        return [(i, d) for d, i in scored]
+
+    def _knn_allowed(self, spec: IndexSpec, query: np.ndarray, k: int,
+                     allowed: Collection[int], exact: bool) -> list[tuple[int, float]]:
+        """The k nearest among allowed item ids. A few (up to ALLOWED_SCAN) are simply
+        all re-ranked exactly. More: the approximate search asked for ever more
+        candidates (over-fetch: k / the allowed fraction x 2, doubling) until k allowed
+        come back, through the graph's filter when there is one; what is still short
+        (a filter that matches nearly nothing near the query) ends in the exact
+        re-rank of every allowed row."""
+        allowed = allowed if isinstance(allowed, (set, frozenset)) else {int(i) for i in allowed}
+        if not allowed:
+            return []
+        if exact or len(allowed) <= ALLOWED_SCAN:
+            return self._rerank(spec, query, sorted(allowed))[:k]
+        graph = ann.graph_for_query(self.conn, spec)
+        if graph is not None:
+            wanted = max(k + ann.EXTRA_CANDIDATES, 2 * k)
+            # The graph's own filtered search: it walks on until it has `wanted` allowed.
+            candidates = [i for i in graph.candidates(query, wanted, allowed) if i in allowed]
+            found = self._rerank(spec, query, candidates)
+            if len(found) >= min(k, len(allowed)):
+                return found[:k]
+        total = max(self.count(spec), 1)
+        want = min(int(k * total / len(allowed) * 2) + k, MAX_CANDIDATES)
+        while True:
+            found = [(i, d) for i, d in self.knn(spec, query, want) if i in allowed]
+            if len(found) >= k or want >= MAX_CANDIDATES:
+                break
+            want = min(want * 2, MAX_CANDIDATES)
+        if len(found) >= min(k, len(allowed)):
+            return found[:k]
+        return self._rerank(spec, query, sorted(allowed))[:k]
+
+    def neighbours(self, spec: IndexSpec, k: int, exact: bool = False,
+                   batch: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each stored vector's k nearest other vectors: (item ids (n,), neighbour item
+        ids (n, k), distances (n, k)), rows ordered by item id, neighbours nearest first,
+        -1 / inf where an index has fewer than k + 1 rows. Through the HNSW graph when
+        there is an up-to-date one (queried in batches on every core; distances are the
+        graph's, within 1e-6 of exact), else exactly in numpy blocks."""
+        ids, matrix = self.vectors(spec)
+        return neighbours_of(spec, ids, matrix, k, None if exact else ann.graph_for_query(self.conn, spec),
+                             batch)
 
     def vector(self, spec: IndexSpec, item_id: int) -> Optional[np.ndarray]:
         row = self.conn.execute(
@@ -213,3 +282,66 @@ class Vec0Backend:
     def count(self, spec: IndexSpec) -> int:
         return self.conn.execute(
             f"select count(*) from {quote_identifier(spec.vec_table)}").fetchone()[0]
+
+
+def neighbours_of(spec: IndexSpec, ids: np.ndarray, matrix: np.ndarray, k: int, graph=None,
+                  batch: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The batch k-nearest-neighbour graph of (ids sorted, matrix): see
+    Vec0Backend.neighbours. Distances are exact (float32, the metric's); ties by item id."""
+    from .backend import distances
+
+    n = len(ids)
+    out_ids = np.full((n, k), -1, dtype=np.int64)
+    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    if n == 0 or k <= 0:
+        return ids, out_ids, out_d
+    dense = spec.element_type == "float" and spec.metric in ("cosine", "l2")
+    if dense:
+        norms = np.linalg.norm(matrix, axis=1).astype(np.float32)
+        squares = norms ** 2
+
+    def dense_distances(rows: np.ndarray, cols) -> np.ndarray:
+        """(len(rows), len(cols)) distances, cols an index array or slice."""
+        dots = matrix[rows] @ matrix[cols].T
+        if spec.metric == "cosine":
+            return 1.0 - dots / np.maximum(np.outer(norms[rows], norms[cols]), 1e-30)
+        return np.sqrt(np.maximum(squares[rows][:, None] + squares[cols][None, :] - 2 * dots, 0))
+
+    for start in range(0, n, batch):
+        rows = np.arange(start, min(start + batch, n))
+        if graph is not None:
+            # The graph's own distances (from its normalised float32 copy: within 1e-6
+            # of the exact ones), so no vector is gathered again.
+            wanted = min(k + 1, graph.live)
+            with graph.lock:
+                graph.index.set_ef(max(ann.NEIGHBOURS_EF, wanted))
+                labels, d = graph.index.knn_query(matrix[rows], k=wanted, num_threads=-1)
+            labels = labels.astype(np.int64)
+            if spec.metric == "l2":
+                d = np.sqrt(np.maximum(d, 0))
+            cand = np.minimum(np.searchsorted(ids, labels), n - 1)
+            valid = (ids[cand] == labels) & (cand != rows[:, None])
+            d = np.where(valid, d, np.inf).astype(np.float32)
+            order = np.lexsort((labels, d), axis=-1)[:, :k]
+            got_d = np.take_along_axis(d, order, 1)
+            got = np.where(np.isfinite(got_d), np.take_along_axis(labels, order, 1), -1)
+            out_ids[rows, :order.shape[1]] = got
+            out_d[rows, :order.shape[1]] = got_d
+            continue
+        if dense:
+            block = dense_distances(rows, slice(None)).astype(np.float32)
+        else:
+            block = np.stack([distances(matrix, matrix[p], spec.metric) for p in rows]).astype(np.float32)
+        block[np.arange(len(rows)), rows] = np.inf
+        take = min(k, n - 1)
+        if take <= 0:
+            continue
+        part = np.argpartition(block, take - 1, axis=1)[:, :take] if take < n else \
+            np.tile(np.arange(n), (len(rows), 1))
+        for r, p in enumerate(rows):
+            cols = part[r]
+            d = block[r, cols]
+            order = np.lexsort((ids[cols], d))[:k]
+            out_ids[p, :len(order)] = ids[cols[order]]
+            out_d[p, :len(order)] = d[order]
+    return ids, out_ids, out_d
