@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import multiprocessing
 import os
-import sys
 import time
-import types
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -131,21 +128,8 @@ def _init_worker(owner_pid: Optional[int] = None):
         pass
 
 
-@contextlib.contextmanager
-def workers_skip_main_script():
-    """Start worker processes, within this block, without the parent's __main__ script.
-
-    multiprocessing makes each forkserver or spawn worker re-run the script its parent
-    was started as (so that functions defined there unpickle). For `datasette imgsim
-    index` that is Datasette's console script: every worker would load the Datasette
-    app and all its plugins, 0.7 s each at the start of every run, for nothing the
-    workers use. Only for callers whose __main__ defines nothing workers need."""
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
+# Start workers without the parent's __main__ script (procs.without_main_script).
+workers_skip_main_script = procs.without_main_script
 
 
 class Indexer:

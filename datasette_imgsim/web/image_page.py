@@ -11,11 +11,10 @@ from datasette.utils import tilde_decode
 from datasette.views.base import DatasetteError
 
 from .. import thumbnails
-from ..api import ImageIndex
 from ..errors import ImageError, ThumbnailError
-from ..source import image_value
 from .permissions import visible_table
-from .render import config, http_error, in_db
+from .render import config, http_error
+from .thumbnail_page import row_image_source
 
 
 async def image_view(datasette, request):
@@ -25,16 +24,9 @@ async def image_view(datasette, request):
     settings = config(datasette, db.name, table)
     limit = int(settings.get("max_image_bytes") or thumbnails.DEFAULT_MAX_FULL_BYTES)
 
-    def work(conn):
-        images = ImageIndex.over(conn)
-        spec = images.index(table, method)
-        return spec, image_value(conn, spec, pk), images.store.roots(table)
-
-    spec, value, roots = await in_db(db, work)
-    roots += [str(root) for root in settings.get("roots") or ()]
+    source = await row_image_source(db, table, pk, method, settings)
     loop = asyncio.get_running_loop()
     try:
-        source = await loop.run_in_executor(None, thumbnails.image_source, value, spec.root, roots)
         etag = '"' + thumbnails.cache_key(source, 0, "full") + '"'
         headers = {"ETag": etag,
                    "Cache-Control": f"{'private' if private else 'public'}, max-age=3600",

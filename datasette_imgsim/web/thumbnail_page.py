@@ -15,14 +15,10 @@ from .permissions import visible_table
 from .render import config, http_error, in_db
 
 
-async def thumbnail_view(datasette, request):
-    db, table, private = await visible_table(datasette, request)
-    pk = tilde_decode(request.url_vars["pk"])
-    size = thumbnails.parse_size(request.args.get("size"))
-    fmt = thumbnails.parse_format(request.args.get("format"))
-    method = request.args.get("method") or None
-    settings = config(datasette, db.name, table)
-
+async def row_image_source(db, table: str, pk, method, settings: dict) -> thumbnails.ImageSource:
+    """A row's image as an ImageSource: its BLOB, or a regular file under the index's
+    allowed roots (and the plugin config's); the one lookup of every page that serves
+    a row's pixels."""
     def work(conn):
         images = ImageIndex.over(conn)
         spec = images.index(table, method)
@@ -32,9 +28,21 @@ async def thumbnail_view(datasette, request):
     roots += [str(root) for root in settings.get("roots") or ()]
     loop = asyncio.get_running_loop()
     try:
-        source = await loop.run_in_executor(None, thumbnails.image_source, value, spec.root, roots)
+        return await loop.run_in_executor(None, thumbnails.image_source, value, spec.root, roots)
     except ThumbnailError as e:
         raise http_error(e)
+
+
+async def thumbnail_view(datasette, request):
+    db, table, private = await visible_table(datasette, request)
+    pk = tilde_decode(request.url_vars["pk"])
+    size = thumbnails.parse_size(request.args.get("size"))
+    fmt = thumbnails.parse_format(request.args.get("format"))
+    method = request.args.get("method") or None
+    settings = config(datasette, db.name, table)
+
+    source = await row_image_source(db, table, pk, method, settings)
+    loop = asyncio.get_running_loop()
     etag = '"' + thumbnails.cache_key(source, size, fmt) + '"'
     headers = {"ETag": etag,
                "Cache-Control": f"{'private' if private else 'public'}, max-age=3600"}
