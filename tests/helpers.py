@@ -72,3 +72,36 @@ def row_ids(db: Path, sql: str, params=()) -> list:
         return [r[0] for r in conn.execute(sql, params)]
     finally:
         conn.close()
+
+
+def is_datasette_1() -> bool:
+    from datasette import __version__
+    from packaging.version import parse
+
+    return parse(__version__) >= parse("1.0a0")
+
+
+def make_datasette(*paths, private_table: bool = False, plugin_config=None):
+    """A test Datasette over the files, optionally with the photos table visible to root only."""
+    from datasette_test import Datasette
+
+    kwargs = {}
+    if private_table:
+        # Table allow blocks live in metadata on 0.65 and in datasette.yaml on 1.0a.
+        block = {"databases": {"photos": {"tables": {"photos": {"allow": {"id": "root"}}}}}}
+        kwargs["config" if is_datasette_1() else "metadata"] = block
+    if plugin_config:
+        kwargs["plugin_config"] = {"datasette-imgsim": plugin_config}
+    return Datasette([str(p) for p in paths], **kwargs)
+
+
+def label_photos(db: Path, where: str, label: str = "tabby cat") -> None:
+    """Give the photos matching a WHERE clause a top label in the database's first index,
+    as the cnn method would (so tests of label chips need not run the network)."""
+    conn = sqlite3.connect(db)
+    conn.execute("insert into _imgsim_labels (item_id, table_name, pk, rank, label, probability) "
+                 "select item_id, 'photos', pk, 1, ?, 0.9 from _imgsim_items "
+                 f"where pk in (select id from photos where {where}) "
+                 "and index_id = (select min(id) from _imgsim_indexes)", (label,))
+    conn.commit()
+    conn.close()

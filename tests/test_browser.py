@@ -24,7 +24,7 @@ from datasette import __version__ as datasette_version
 from packaging.version import parse
 from PIL import Image
 
-from .helpers import index_photos, jpeg_bytes
+from .helpers import index_photos, jpeg_bytes, label_photos
 
 CHROMIUM = os.environ.get("IMGSIM_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -54,12 +54,8 @@ def library(path_db, photo_dir, photos):
     conn.commit()
     conn.close()
     index_photos(path_db, "phash", "histogram")
+    label_photos(path_db, "title = 'chelsea'")
     conn = sqlite3.connect(path_db)
-    conn.execute("insert into _imgsim_labels (item_id, table_name, pk, rank, label, probability) "
-                 "select item_id, 'photos', pk, 1, 'tabby cat', 0.9 from _imgsim_items "
-                 "where pk = (select id from photos where title = 'chelsea') "
-                 "and index_id = (select min(id) from _imgsim_indexes)")
-    conn.commit()
     ids = dict(conn.execute("select title, id from photos"))
     conn.close()
     return path_db, ids

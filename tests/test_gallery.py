@@ -3,14 +3,13 @@ similarity and captions, through datasette.client on Datasette 0.65 and 1.0a."""
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from datasette import __version__ as datasette_version
-from datasette_test import Datasette, actor_cookie
+from datasette_test import actor_cookie
 from packaging.version import parse
 from PIL import Image
 
@@ -18,19 +17,9 @@ from datasette_imgsim.web.captions import Describer
 from datasette_imgsim.web.similarity import annotate, level, thresholds
 from datasette_imgsim.web.upload_page import human_size
 
-from .helpers import index_photos, jpeg_bytes
+from .helpers import index_photos, jpeg_bytes, label_photos, make_datasette
 
 IS_1_0 = parse(datasette_version) >= parse("1.0a0")
-
-
-def make_datasette(*paths, private_table=False, plugin_config=None):
-    kwargs = {}
-    if private_table:
-        block = {"databases": {"photos": {"tables": {"photos": {"allow": {"id": "root"}}}}}}
-        kwargs["config" if IS_1_0 else "metadata"] = block
-    if plugin_config:
-        kwargs["plugin_config"] = {"datasette-imgsim": plugin_config}
-    return Datasette([str(p) for p in paths], **kwargs)
 
 
 @pytest.fixture
@@ -46,12 +35,8 @@ def library(path_db, photo_dir, photos):
     conn.commit()
     conn.close()
     index_photos(path_db, "phash", "histogram")
+    label_photos(path_db, "title like 'chelsea%'")
     conn = sqlite3.connect(path_db)
-    conn.execute("insert into _imgsim_labels (item_id, table_name, pk, rank, label, probability) "
-                 "select item_id, 'photos', pk, 1, 'tabby cat', 0.9 from _imgsim_items "
-                 "where pk in (select id from photos where title like 'chelsea%') "
-                 "and index_id = (select min(id) from _imgsim_indexes)")
-    conn.commit()
     ids = dict(conn.execute("select title, id from photos"))
     conn.close()
     return path_db, ids

@@ -17,25 +17,13 @@ from PIL import Image
 from datasette_imgsim.errors import UploadError
 from datasette_imgsim.web.upload import parse_multipart
 
-from .helpers import heic_bytes, index_photos, jpeg_bytes
+from .helpers import heic_bytes, index_photos, jpeg_bytes, make_datasette
 
 IS_1_0 = parse(datasette_version) >= parse("1.0a0")
 
 
 def index(db: Path, column: str, *extra: str) -> None:
     index_photos(db, "phash", "histogram", column=column, extra=extra)
-
-
-def make_datasette(*paths, private_table: bool = False, plugin_config=None):
-    """A Datasette over the files, optionally with the photos table visible to root only."""
-    kwargs = {}
-    if private_table:
-        # Table allow blocks live in metadata on 0.65 and in datasette.yaml on 1.0a.
-        block = {"databases": {"photos": {"tables": {"photos": {"allow": {"id": "root"}}}}}}
-        kwargs["config" if IS_1_0 else "metadata"] = block
-    if plugin_config:
-        kwargs["plugin_config"] = {"datasette-imgsim": plugin_config}
-    return Datasette([str(p) for p in paths], **kwargs)
 
 
 @pytest.fixture
