@@ -14,8 +14,11 @@ handheld shake; a panned second frame 20-30 % along). The mate-backgrounds packa
 
 Pairs: every pair of images. Recall is over (original, copy) pairs, per copy family;
 precision over every pair called a copy (copy-copy pairs of one series count as right).
-Best copy: the group holding each original, members shuffled, facts from the files
-(bestcopy.facts_of) and the group's verdicts; right when the original is chosen.
+The images are files of a photos table indexed with the default method (cnn), and
+grouped by `duplicates` with its defaults (ImageIndex.duplicates: candidates, then
+verification); a pair is found when both lie in one group (bare thresholds: when
+within the threshold). Best copy: right when a group holding an original has it first.
+A greyscale copy is made only of colour photos (of a grey one it is the photo itself).
 """
 from __future__ import annotations
 
@@ -25,8 +28,11 @@ import glob
 import io
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 import cv2
@@ -39,12 +45,8 @@ OUT = os.path.join(HERE, "out")
 
 from copydetect import SKIMAGE_PHOTOS, _load, _skimage, overlay  # noqa: E402
 
-from datasette_imgsim import verify  # noqa: E402
-from datasette_imgsim.bestcopy import apply_verdicts, choose_best, facts_of  # noqa: E402
 from datasette_imgsim.images import load_image  # noqa: E402
-
-CANDIDATE_PHASH = 22
-CANDIDATE_CNN = 0.35  # 0.25 misses screenshots (the photo on 40-70 % of the frame)
+from datasette_imgsim.verify import is_greyscale  # noqa: E402
 
 
 def enc(p, quality=92, fmt="JPEG") -> bytes:
@@ -166,6 +168,10 @@ def build(fetch: bool, seed: int = 0):
         O = window(P, 0, 0.7)
         items.append((series, "original", "original", enc(O)))
         for name, (_, make) in COPIES.items():
+            if name == "greyscale" and is_greyscale(O):
+                # A greyscale copy of a greyscale photo is the photo re-encoded at the
+                # same quality: no copy of its own (either would be a right best copy).
+                continue
             items.append((series, "copy", name, make(O, rng)))
         for name, make in LOOKALIKES.items():
             items.append((series, "look-alike", name, make(P, rng)))
@@ -196,12 +202,47 @@ def vectors(name, pixels):
     return np.concatenate(out)
 
 
+def indexed_table(items, folder: str, methods) -> str:
+    """The items as files of a photos table, indexed as `datasette imgsim index` does
+    (the duplicates command then reads them under the index's root)."""
+    from datasette_imgsim import ImageIndex
+
+    db = os.path.join(folder, "photos.db")
+    conn = sqlite3.connect(db)
+    conn.execute("create table photos (id integer primary key, path text)")
+    for n, (series, role, name, data) in enumerate(items):
+        ext = ".png" if data[:4] == b"\x89PNG" else ".jpg"
+        path = os.path.join(folder, f"{n:04d}-{series}-{name.replace(' ', '_')}{ext}")
+        with open(path, "wb") as f:
+            f.write(data)
+        conn.execute("insert into photos values (?, ?)", (n, path))
+    conn.commit()
+    conn.close()
+    with ImageIndex.open(db, write=True, in_place=True) as index:
+        index.build("photos", "path", methods=list(methods), workers=2)
+    return db
+
+
+def run_engine(db: str, workers: int):
+    from datasette_imgsim import ImageIndex
+
+    with ImageIndex.open(db) as index:
+        return index.duplicates("photos", workers=workers, save=False)
+
+
+def group_decider(found):
+    group_of = {}
+    for number, group in enumerate(found.groups):
+        for m in group.members:
+            group_of[int(m.pk)] = number
+    return group_of, lambda i, j: i in group_of and group_of.get(i) == group_of.get(j)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-fetch", action="store_true")
     parser.add_argument("--limit", type=int, default=0, help="only the first N series")
-    parser.add_argument("--phash-bound", type=float, default=CANDIDATE_PHASH)
-    parser.add_argument("--cnn-bound", type=float, default=CANDIDATE_CNN)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     items = build(not args.no_fetch)
     if args.limit:
@@ -209,81 +250,49 @@ def main():
         items = [it for it in items if it[0] in keep]
     n = len(items)
     print(f"{n} images in {len({s for s, *_ in items})} series", file=sys.stderr)
-    times = collections.defaultdict(float)
-
-    t = time.perf_counter()
-    decoded = [load_image(data, 256) for *_, data in items]
-    times["decode (reduced)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    phash = np.unpackbits(vectors("phash", decoded), axis=1)
-    times["phash vectors (index time)"] = time.perf_counter() - t
-    t = time.perf_counter()
+    times = {}
+    folder = tempfile.mkdtemp(prefix="imgsim-dups-")
     try:
-        cnn = vectors("cnn", decoded)
-    except Exception as e:  # noqa: BLE001 - the cnn runtime may be missing
-        print(f"cnn unavailable ({e}); candidates from phash only", file=sys.stderr)
-        cnn = None
-    times["cnn vectors (index time)"] = time.perf_counter() - t
+        t = time.perf_counter()
+        db = indexed_table(items, folder, ["cnn"])
+        times["index (cnn, the default)"] = time.perf_counter() - t
+        t = time.perf_counter()
+        found = run_engine(db, args.workers)
+        times["duplicates, defaults (candidates + verification)"] = time.perf_counter() - t
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    decoded = [load_image(data, 256) for *_, data in items]
+    phash = np.unpackbits(vectors("phash", decoded), axis=1)
     d_phash = hamming(phash)
     d_dedup = hamming(np.stack([dedup_phash(p) for p in decoded]))
-
-    t = time.perf_counter()
-    d_cnn = 1 - cnn @ cnn.T if cnn is not None else None
-    near = d_phash <= args.phash_bound
-    if d_cnn is not None:
-        near |= d_cnn <= args.cnn_bound
+    cnn = vectors("cnn", decoded)
+    d_cnn = 1 - cnn @ cnn.T
     iu = np.triu_indices(n, 1)
-    candidates = [(i, j) for i, j in zip(*iu) if near[i, j]]
-    times["candidates"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    prepared = [verify.prepare(p, features=False) for p in decoded]
-    times["signatures"] = time.perf_counter() - t
-    t = time.perf_counter()
-    verdicts, unsettled = {}, []
-    for i, j in candidates:
-        v = verify.settle(prepared[i], prepared[j])
-        if v is None:
-            unsettled.append((i, j))
-        else:
-            verdicts[(i, j)] = v
-    times["cheap settle"] = time.perf_counter() - t
-    t = time.perf_counter()
-    need = sorted({k for pair in unsettled for k in pair})
-    for k in need:
-        verify._prepared(prepared[k])
-    times["SIFT features"] = time.perf_counter() - t
-    t = time.perf_counter()
-    facts = [facts_of(data) for *_, data in items]
-    for i, j in unsettled:
-        verdicts[(i, j)] = verify.verify_pair(prepared[i], prepared[j], facts[i], facts[j])
-    times["verification"] = time.perf_counter() - t
-
-    decide = {"ours (candidates + verification)": lambda i, j: verdicts.get((i, j)) is not None
-              and verdicts[(i, j)].is_copy,
-              "candidates only (upper bound)": lambda i, j: near[i, j],
+    group_of, ours = group_decider(found)
+    decide = {"ours (defaults: candidates + verification)": ours,
               "phash <= 10": lambda i, j: d_phash[i, j] <= 10,
               "phash <= 20": lambda i, j: d_phash[i, j] <= 20,
-              "imagededup PHash <= 10": lambda i, j: d_dedup[i, j] <= 10}
-    if d_cnn is not None:
-        decide["cnn <= 0.05 (today's default)"] = lambda i, j: d_cnn[i, j] <= 0.05
+              "imagededup PHash <= 10": lambda i, j: d_dedup[i, j] <= 10,
+              "cnn <= 0.05 (the old default)": lambda i, j: d_cnn[i, j] <= 0.05}
     report = evaluate(items, decide, iu)
     report["false copies (ours)"] = collections.Counter(
-        f"{items[i][2]} ~ {items[j][2]}: {v.kind}" for (i, j), v in verdicts.items()
-        if v.is_copy and (items[i][0] != items[j][0] or "look-alike" in (items[i][1], items[j][1])))
-    report["best copy"] = best_copies(items, verdicts, facts)
-    report["times"] = dict(times)
-    report["bounds"] = {"phash": args.phash_bound, "cnn": args.cnn_bound}
-    report["counts"] = {"images": n, "pairs": len(iu[0]), "candidates": len(candidates),
-                        "settled cheaply": len(candidates) - len(unsettled),
-                        "verified": len(unsettled), "images with SIFT": len(need)}
-    text = render(report)
-    print(text)
+        f"{items[i][2]} ~ {items[j][2]}" for i, j in zip(*iu) if ours(i, j)
+        and (items[i][0] != items[j][0] or "look-alike" in (items[i][1], items[j][1])))
+    report["look-alikes in groups"] = [
+        f"{items[int(m.pk)][0]}: {items[int(m.pk)][2]} as {m.kind} ({m.reason})"
+        for g in found.groups for m in g.members if items[int(m.pk)][1] == "look-alike"]
+    report["best copy"] = best_copies(items, found)
+    report["times"] = times
+    report["bounds"] = found.candidates
+    report["counts"] = {"images": n, "pairs": len(iu[0]), **found.counts}
+    report["stages"] = found.stages
     os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "duplicates_accuracy.md"), "w") as f:
-        f.write(text + "\n")
     with open(os.path.join(OUT, "duplicates_accuracy.json"), "w") as f:
         json.dump(report, f, indent=1, default=str)
+    text = render(report)
+    print(text)
+    with open(os.path.join(OUT, "duplicates_accuracy.md"), "w") as f:
+        f.write(text + "\n")
 
 
 def evaluate(items, decide, iu):
@@ -309,48 +318,25 @@ def evaluate(items, decide, iu):
     return out
 
 
-def best_copies(items, verdicts, facts, seed=1):
-    rng = np.random.default_rng(seed)
-    edges = [(i, j) for (i, j), v in verdicts.items() if v.is_copy]
-    parent = list(range(len(items)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, j in edges:
-        parent[find(i)] = find(j)
+def best_copies(items, found):
+    """The group holding each original: right when its best copy is the original."""
     right = total = 0
     wrong = []
-    for o, (series, role, *_) in enumerate(items):
-        if role != "original":
+    for group in found.groups:
+        members = [int(m.pk) for m in group.members]
+        originals = [k for k in members if items[k][1] == "original"]
+        if not originals:
             continue
-        group = [k for k in range(len(items)) if find(k) == find(o)]
-        if len(group) < 2:
-            continue
-        group = list(rng.permutation(group))
-        local = {}  # verdicts by positions in the shuffled group, "a" the first
-        for a in range(len(group)):
-            for b in range(a + 1, len(group)):
-                i, j = group[a], group[b]
-                if (i, j) in verdicts:
-                    local[(a, b)] = verdicts[(i, j)]
-                elif (j, i) in verdicts:
-                    local[(a, b)] = verdicts[(j, i)].swapped()
-        members = apply_verdicts([facts_of(items[k][3]) for k in group], local)
-        best, reason = choose_best(members)
         total += 1
-        right += group[best] == o
-        if group[best] != o:
-            wrong.append(f"{series}: chose {items[group[best]][2]} ({reason})")
+        best = members[0]
+        right += best in originals
+        if best not in originals:
+            wrong.append(f"{items[best][0]}: chose {items[best][2]} ({group.members[0].reason})")
     return {"right": right, "groups": total, "wrong": wrong}
 
 
 def render(report) -> str:
-    methods = [k for k in report if k not in ("best copy", "times", "counts", "bounds",
-                                              "false copies (ours)")]
+    methods = [k for k, v in report.items() if isinstance(v, dict) and "families" in v]
     families = list(dict.fromkeys(f for m in methods for f in report[m]["families"]))
     lines = ["| pairs | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for family in families:
@@ -365,48 +351,45 @@ def render(report) -> str:
     if false:
         lines.append("\nLook-alikes called copies (ours): " + ", ".join(
             f"{k} x{c}" for k, c in false.most_common(12)))
+    if report["look-alikes in groups"]:
+        lines.append("\nLook-alikes grouped as copies (ours):" + "".join(
+            f"\n- {line}" for line in report["look-alikes in groups"]))
     b = report["best copy"]
     lines.append(f"\nBest copy: the original chosen in {b['right']} of {b['groups']} groups "
                  f"({100 * b['right'] / max(b['groups'], 1):.0f} %)"
                  + "".join(f"\n- {w}" for w in b["wrong"]))
     c, t = report["counts"], report["times"]
-    lines.append(f"\nCandidates: phash <= {report['bounds']['phash']:g} or cnn <= "
-                 f"{report['bounds']['cnn']:g}.")
-    lines.append(f"\n{c['images']} images, {c['pairs']} pairs, {c['candidates']} candidates, "
-                 f"{c['settled cheaply']} settled cheaply, {c['verified']} verified "
-                 f"({c['images with SIFT']} images needed SIFT)\n")
-    lines.append("| stage | seconds | per unit |\n|---|---|---|")
-    units = {"decode (reduced)": c["images"], "signatures": c["images"], "candidates": c["pairs"],
-             "cheap settle": c["candidates"], "SIFT features": c["images with SIFT"],
-             "verification": c["verified"], "phash vectors (index time)": c["images"],
-             "cnn vectors (index time)": c["images"]}
+    bounds = " or ".join(f"{m} <= {b:g}" for m, b in report["bounds"].items())
+    lines.append(f"\nCandidates: {bounds}. {c['images']} images, {c['pairs']} pairs, "
+                 f"{c['candidates']} candidate pairs: {c['settled']} settled by signatures, "
+                 f"{c['verified']} verified, {c['skipped']} decided by their groups.\n")
+    lines.append("| stage | seconds |\n|---|---|")
     for stage, seconds in t.items():
-        per = seconds / max(units.get(stage, 1), 1)
-        lines.append(f"| {stage} | {seconds:.2f} | {per * 1000:.2f} ms |")
-    lines.append(projection(c, t))
+        lines.append(f"| {stage} | {seconds:.1f} |")
+    lines.append(projection(c, report["stages"]))
     return "\n".join(lines)
 
 
-def projection(c, t, n=100_000, cores=2) -> str:
-    """Verification at 100k images from an existing index (vectors not recomputed)."""
-    per = {k: t[k] / max(u, 1) for k, u in (("decode (reduced)", c["images"]),
-                                            ("signatures", c["images"]),
-                                            ("cheap settle", c["candidates"]),
-                                            ("SIFT features", c["images with SIFT"]),
-                                            ("verification", c["verified"]))}
-    lines = [f"\nProjected at {n:,} images on {cores} cores (candidate search itself: "
-             "duplicates.neighbour_pairs, ~40 s today):"]
-    for label, share, pairs_per in (("this set's density (every image in a 16-image series)",
-                                     None, None), ("a library with 20 % of images in series, "
-                                                   "3 candidate pairs each", 0.2, 3)):
-        if share is None:  # pairs_per: candidate pairs each image is in
-            share, pairs_per = 1.0, 2 * c["candidates"] / c["images"]
-        unsettled = pairs_per * (c["verified"] / max(c["candidates"], 1))
-        sift = c["images with SIFT"] / c["images"]
-        seconds = n * share * (per["decode (reduced)"] + per["signatures"]
-                               + pairs_per / 2 * per["cheap settle"] + sift * per["SIFT features"]
-                               + unsettled / 2 * per["verification"]) / cores
-        lines.append(f"- {label}: {seconds / 60:.1f} min")
+def projection(c, stages, n=100_000, cores=2) -> str:
+    """The verification's cost per image and per pair (CPU seconds, every worker), and
+    what 100k images would cost on 2 cores at a stated density of copies and series."""
+    verified, decided = c["verified"], c["verified"] + c["settled"]
+    per_pair = (stages.get("verify", 0) + stages.get("settle", 0)) / max(decided, 1)
+    per_image = (stages.get("decode", 0) + stages.get("features", 0)
+                 + stages.get("facts", 0)) / max(c["images"], 1)
+    lines = ["\n| verification stage | CPU seconds | per unit |", "|---|---|---|"]
+    units = {"decode": ("images", c["images"]), "features": ("images", c["images"]),
+             "facts": ("images", c["images"]), "settle": ("pairs", decided),
+             "verify": ("verified pairs", verified), "candidates": ("run", 1)}
+    for stage, seconds in stages.items():
+        unit, count = units.get(stage, ("run", 1))
+        lines.append(f"| {stage} | {seconds:.1f} | {1000 * seconds / max(count, 1):.1f} ms "
+                     f"per {unit.rstrip('s') if count == 1 else unit[:-1]} |")
+    for share, pairs in ((0.1, 2), (0.2, 3)):
+        seconds = n * share * (per_image + pairs * per_pair) / cores
+        lines.append(f"\nProjected at {n:,} images, {100 * share:.0f} % of them in candidate "
+                     f"pairs ({pairs} pairs each to verify), {cores} cores: "
+                     f"{seconds / 60:.1f} min plus the candidate search.")
     return "\n".join(lines)
 
 

@@ -127,6 +127,7 @@ class ImageIndex:
         self.source = source
         self.store = store
         self.database_path = database_path
+        self.index_db: Optional[str] = None  # as given to open() (worker processes reopen it)
         self.created = created  # an index database this object made (removed if left empty)
 
     @classmethod
@@ -136,7 +137,13 @@ class ImageIndex:
         has one). write=True opens the database that holds the index for writing: by
         default a sidecar beside db_path (NAME-imgsim.db), never db_path itself, unless
         in_place=True or db_path already holds an index of its own."""
-        db_path = str(db_path)
+        opened = cls._open(str(db_path), index_db, write, in_place)
+        opened.index_db = index_db
+        return opened
+
+    @classmethod
+    def _open(cls, db_path: str, index_db: Optional[str], write: bool,
+              in_place: bool) -> "ImageIndex":
         if not Path(db_path).exists():
             raise NotFound(f"database file not found: {db_path}")
         vectors = None  # where the vectors live, when not in the index database (Milvus)
@@ -348,12 +355,25 @@ class ImageIndex:
                 for r in search.similar_to_vector(self.store, spec, vector, k, rerank, image)]
 
     def duplicates(self, table: str, method: Optional[str] = None, threshold: Any = None,
-                   neighbours: Optional[int] = None):
-        """Near-duplicate groups of table (duplicates.Duplicates), best copy first."""
+                   neighbours: Optional[int] = None, verify: bool = True, workers: int = 1,
+                   **options):
+        """Duplicate groups of table (duplicates.Duplicates), best copy first.
+
+        verify=True (the default): candidate pairs from every index of the table (or
+        method's alone), verified as copies (finder.verified_duplicates: options seconds,
+        memo, extra_roots, save, progress); verdicts are kept in the index database.
+        verify=False: grouped by a bare distance threshold of one index."""
         from .duplicates import DEFAULT_NEIGHBOURS, find_duplicates
 
-        return find_duplicates(self.store, self.store.index(table, method), threshold,
-                               neighbours or DEFAULT_NEIGHBOURS)
+        spec = self.store.index(table, method)
+        if not verify:
+            return find_duplicates(self.store, spec, threshold, neighbours or DEFAULT_NEIGHBOURS)
+        specs = [spec] if method else [spec] + [s for s in self.store.indexes(table)
+                                                if s.id != spec.id]
+        opener = (self.database_path, self.index_db) if self.database_path else None
+        return find_duplicates(self.store, spec, threshold, neighbours or DEFAULT_NEIGHBOURS,
+                               verify=True, specs=specs, source_conn=self.source,
+                               workers=workers, opener=opener, **options)
 
     def labels(self, table: str, pk) -> list[tuple[str, float]]:
         return self.store.labels(table, pk)

@@ -210,7 +210,7 @@ def _why(b: Facts, r: Facts, bi: int, ri: int) -> str:
         return f"most EXIF ({b.exif_count} tags vs {r.exif_count})"
     if copy_name(r.path) and not copy_name(b.path):
         return f"not named as a copy ({os.path.basename(str(r.path))} is)"
-    return "first of equals"
+    return "first of equals (same size, quality, date and EXIF)"
 
 
 def describe(members: list[Facts], best: int) -> list[str]:

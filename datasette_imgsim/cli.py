@@ -223,34 +223,9 @@ def register(cli: click.Group) -> None:
             inliers = f"\t{result['inliers']}" if "inliers" in result else ""
             click.echo(f"{result['pk']}\t{result['distance']:.4f}{inliers}\t{result['image']}")
 
-    @imgsim.command()
-    @database_argument
-    @click.option("--table", required=True)
-    @method_option()
-    @click.option("--threshold", type=float,
-                  help="Largest distance between duplicates (default: the method's own, "
-                       "e.g. phash 10, cnn 0.05)")
-    @click.option("--neighbours", type=click.IntRange(min=1), default=20,
-                  show_default=True, help="Nearest neighbours each image links to")
-    @json_option
-    @index_db_option()
-    @user_errors
-    def duplicates(database, table, method, threshold, neighbours, as_json, index_db):
-        """Group the near-duplicate images of TABLE, best copy first in each group."""
-        with opened(database, index_db) as images:
-            found = images.duplicates(table, method, threshold, neighbours)
-        if as_json:
-            click.echo(json.dumps(found.to_dict(), indent=2, default=str))
-            return
-        click.echo(f"{len(found.groups)} groups of near-duplicates among {found.indexed} images "
-                   f"({found.method}, threshold {found.threshold:g}, {found.seconds:.1f}s)")
-        for number, group in enumerate(found.groups, start=1):
-            click.echo(f"\nGroup {number}")
-            for m in group.members:
-                dims = f"{m.width}x{m.height}" if m.width else "?"
-                size = f"{m.size:,} B" if m.size is not None else "?"
-                image = m.image if m.image is not None else "<BLOB>"
-                click.echo(f"  {m.pk}\t{m.distance:.4g}\t{m.kind:<12}\t{dims}\t{size}\t{image}")
+    from .cli_duplicates import add_duplicates_command
+
+    add_duplicates_command(imgsim)
 
     @imgsim.command()
     @database_argument

@@ -1,5 +1,6 @@
-"""Near-duplicate groups: each image's nearest neighbours under a threshold, joined into
-connected groups with union-find.
+"""Duplicate groups. By default (finder.py) candidate pairs are verified as copies; with
+verify=False, as here, each image's nearest neighbours under a bare threshold are joined
+into connected groups with union-find.
 
 The work is a sequence of pure steps over one index's vectors:
 
@@ -82,46 +83,72 @@ def load_vectors(store: Store, spec: IndexSpec) -> tuple[list, np.ndarray]:
 @dataclass
 class Member:
     pk: Any
-    distance: float  # to the group's best copy
-    kind: str  # "best copy", "exact copy", "edited copy" or "similar shot"
+    distance: Optional[float]  # to the group's best copy (None when not measured)
+    kind: str  # "best copy", a verdict kind ("same picture", "crop", ...), or by
+    # distance alone (--no-verify): "exact copy", "edited copy", "similar shot"
     image: Any = None  # the path as stored, or None for a BLOB
     size: Optional[int] = None  # bytes
     width: Optional[int] = None
     height: Optional[int] = None
+    reason: str = ""  # in words: why it is the best copy, or what it is to it
+    facts: dict = field(default_factory=dict)  # format, jpeg_quality, taken_at, ...
 
     def to_dict(self) -> dict:
-        return {"pk": self.pk, "distance": round(self.distance, 6), "kind": self.kind,
+        return {"pk": self.pk, "kind": self.kind, "reason": self.reason,
+                "distance": None if self.distance is None else round(self.distance, 6),
                 "image": self.image, "size": self.size, "width": self.width,
-                "height": self.height}
+                "height": self.height, **self.facts}
 
 
 @dataclass
 class Group:
     members: list[Member] = field(default_factory=list)
+    # Verified look-alikes kept out of the group: {"pk", "of", "reason"}.
+    similar_shots: list = field(default_factory=list)
+    kind: str = "copies"  # or "versions": what the app or the camera made of one shot
 
     def to_dict(self) -> dict:
-        return {"members": [m.to_dict() for m in self.members]}
+        found = {"kind": self.kind, "members": [m.to_dict() for m in self.members]}
+        if self.kind == "copies":
+            found["similar_shots"] = self.similar_shots
+        return found
 
 
 @dataclass
 class Duplicates:
     method: str
     metric: str
-    threshold: float
+    threshold: Optional[float]
     indexed: int
     groups: list[Group]
     seconds: float = 0.0
+    verified: bool = True
+    versions: list[Group] = field(default_factory=list)
+    candidates: dict = field(default_factory=dict)  # method -> bound
+    counts: dict = field(default_factory=dict)  # pairs: candidates, cached, settled, ...
+    unverified: int = 0  # candidate pairs left undecided (out of time)
+    unreadable: list = field(default_factory=list)  # [pk, message]
+    stages: dict = field(default_factory=dict)  # seconds per stage (CPU, all workers)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "metric": self.metric, "threshold": self.threshold,
-                "indexed": self.indexed, "groups": [g.to_dict() for g in self.groups]}
+                "verified": self.verified, "candidates": self.candidates,
+                "indexed": self.indexed, "groups": [g.to_dict() for g in self.groups],
+                "versions": [g.to_dict() for g in self.versions], "pairs": self.counts,
+                "unverified": self.unverified, "unreadable": self.unreadable,
+                "seconds": round(self.seconds, 3), "stages": self.stages}
 
 
 def find_duplicates(store: Store, spec: IndexSpec, threshold: Any = None,
                     k: int = DEFAULT_NEIGHBOURS, describe: bool = True,
-                    exact_limit: int = EXACT_LIMIT) -> Duplicates:
-    """The index's near-duplicate groups, largest first, each member with its facts;
-    describe=False skips reading files (sizes and dimensions stay None)."""
+                    exact_limit: int = EXACT_LIMIT, verify: bool = False, **options) -> Duplicates:
+    """The index's duplicate groups, largest first. verify=True: candidates verified
+    as copies (finder.verified_duplicates, which takes **options); else grouped by a
+    bare distance threshold of spec's method (describe=False skips reading files)."""
+    if verify:
+        from .finder import verified_duplicates
+
+        return verified_duplicates(store, spec, threshold, k, exact_limit, **options)
     import time
 
     started = time.monotonic()
@@ -138,7 +165,7 @@ def find_duplicates(store: Store, spec: IndexSpec, threshold: Any = None,
         groups.append(_group(spec, component, pks, vectors, facts))
     groups.sort(key=lambda g: (-len(g.members), str(g.members[0].pk)))
     return Duplicates(spec.method, spec.metric, threshold, len(pks), groups,
-                      time.monotonic() - started)
+                      time.monotonic() - started, verified=False)
 
 
 def _group(spec, component, pks, vectors, facts) -> Group:
@@ -146,7 +173,7 @@ def _group(spec, component, pks, vectors, facts) -> Group:
         size, width, height = facts.get(pks[i], (None, None, None, None))[1:]
         return ((width or 0) * (height or 0), size or 0)
 
-    # The best copy: the most pixels, then the largest file (least compressed), then
+    # The best copy by distance alone: the most pixels, then the largest file, then
     # the row indexed first.
     best = max(sorted(component), key=quality)
     d = distances(vectors[[best]], vectors[component], spec.metric)[0]

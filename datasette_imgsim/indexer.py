@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import collections
-import multiprocessing
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -111,21 +110,7 @@ def _extract(method: Method, metric: str, version: Optional[int], images: list) 
 
 
 def _init_worker(owner_pid: Optional[int] = None):
-    from .methods import base
-
-    # Die with the indexing process, even killed with -9: the kernel signals us when
-    # our parent (the forkserver) dies, and a thread watches the indexing process itself.
-    procs.set_parent_death_signal()
-    procs.exit_with(owner_pid or os.getppid())
-
-    base.threads_per_process = 1
-    try:
-        import cv2
-
-        # One process per core already; OpenCV's own threads would oversubscribe.
-        cv2.setNumThreads(1)
-    except Exception:
-        pass
+    procs.init_worker(owner_pid or 0)
 
 
 # Start workers without the parent's __main__ script (procs.without_main_script).
@@ -289,17 +274,8 @@ class Indexer:
     def _executor(self):
         if self.workers <= 1:
             return None
-        # Never plain fork: a parent that has run OpenCV or onnxruntime holds thread pools
-        # whose locks a forked child inherits mid-use and deadlocks on.
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            # The forkserver imports procs first: it then dies with this process.
-            procs.mark_owner()
-            context.set_forkserver_preload(["datasette_imgsim.procs", "datasette_imgsim.indexer"])
-        else:
-            context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(os.getpid(),))
+        return procs.process_pool(self.workers, _init_worker, (os.getpid(),),
+                                  ("datasette_imgsim.indexer",))
 
     def _write(self, rows: list, summary: Summary) -> None:
         by_index: dict[int, list[ItemResult]] = collections.defaultdict(list)

@@ -88,6 +88,44 @@ def without_main_script():
         sys.modules["__main__"] = main
 
 
+def init_worker(owner_pid: int = 0) -> None:
+    """In a pool worker: die with the process that uses the pool, even killed with -9
+    (the kernel signals us when our parent, the forkserver, dies, and a thread watches
+    the owner itself); one thread of OpenCV and numpy's methods per process."""
+    set_parent_death_signal()
+    exit_with(owner_pid or os.getppid())
+    from .methods import base
+
+    base.threads_per_process = 1
+    try:
+        import cv2
+
+        # One process per core already; OpenCV's own threads would oversubscribe.
+        cv2.setNumThreads(1)
+    except Exception:
+        pass
+
+
+def process_pool(workers: int, initializer, initargs: tuple = (), preload: tuple = ()):
+    """A ProcessPoolExecutor of workers started by a forkserver that dies with us (spawn
+    where there is none). Never plain fork: a parent that has run OpenCV or onnxruntime
+    holds thread pools whose locks a forked child inherits mid-use and deadlocks on."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # The forkserver imports this module first: it then dies with this process.
+        mark_owner()
+        context.set_forkserver_preload(["datasette_imgsim.procs", *preload])
+    else:
+        context = multiprocessing.get_context("spawn")
+    # Processes start on submit: submit inside without_main_script() where the parent's
+    # __main__ is a program (Datasette's console script) the children must not re-run.
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=initializer,
+                               initargs=initargs)
+
+
 def mark_owner() -> None:
     """In the owning process, before a forkserver is started: it will die with us."""
     os.environ[OWNER_ENV] = str(os.getpid())

@@ -561,6 +561,11 @@ def index(path: Path, workers: int) -> None:
         errors = sum(row["errors"] for row in images.status())
     if errors:
         raise BuildError(f"{errors} images failed to index: datasette imgsim status {path}")
+    # Verify the duplicate candidates once: the verdicts are kept in the index (here the
+    # demo database itself), so the duplicates page opens without verifying anything.
+    subprocess.run([sys.executable, "-m", "datasette", "imgsim", "duplicates", str(path),
+                    "--table", "photos", "--workers", str(workers)], check=True,
+                   stdout=subprocess.DEVNULL)
     # vec0 tables are made with small chunks (store/vec0.py), so 64 photos take the
     # space of 64, not of vec0's default chunk of 1024.
     conn = sqlite3.connect(path)

@@ -31,7 +31,8 @@ LIMIT = 150 * 1024
 PAGES = [("table", "/demo/photos?_sort=id"), ("gallery", "/demo/photos/-/gallery"),
          ("lightbox", "/demo/photos/-/gallery"), ("similar", "/demo/photos/-/similar/11"),
          ("row", "/demo/photos/11"), ("upload", "/demo/photos/-/similar"),
-         ("duplicates", "/demo/photos/-/duplicates?method=phash"), ("database", "/demo")]
+         ("duplicates", "/demo/photos/-/duplicates"), ("compare", "/demo/photos/-/compare/49/54"),
+         ("database", "/demo")]
 
 
 def shrink(path: Path, desktop: bool) -> None:

@@ -122,7 +122,7 @@ def test_rules_in_order():
     assert choose_best(named) == (1, "not named as a copy (IMG_0001 (1).jpg is)")
     # File size alone never decides.
     small, large = Facts(width=10, height=10, size=100), Facts(width=10, height=10, size=900)
-    assert choose_best([small, large]) == (0, "first of equals")
+    assert choose_best([small, large]) == (0, "first of equals (same size, quality, date and EXIF)")
 
 
 def test_a_look_alike_joined_through_one_copy_is_not_best():

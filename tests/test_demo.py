@@ -126,3 +126,23 @@ async def test_canned_queries_find_the_variants():
         "select variant_of, id from photos where edit like 're-encoded%'").fetchall()
     conn.close()
     assert set(re_encoded) <= variant_pairs
+
+
+@pytest.mark.asyncio
+async def test_duplicates_page_groups_the_demo_copies_with_their_originals():
+    ds = demo_datasette()
+    await ds.invoke_startup()
+    data = (await ds.client.get("/demo/photos/-/duplicates.json")).json()
+    # demo.db carries its verdicts: the page verifies nothing.
+    assert data["pairs"]["verified"] == data["pairs"]["settled"] == 0 and data["pairs"]["cached"]
+    best_of = {m["pk"]: g["members"][0]["pk"] for g in data["groups"] for m in g["members"]}
+    conn = sqlite3.connect(f"file:{DEMO_DB}?mode=ro&immutable=1", uri=True)
+    variants = conn.execute("select id, variant_of, edit from photos where variant_of is not null")
+    copies = [(v, o, edit) for v, o, edit in variants
+              if edit.split(":")[0] in ("crop", "greyscale", "re-encoded", "mirrored")]
+    bursts = conn.execute("select id from photos where edit like 'burst%'").fetchall()
+    conn.close()
+    assert len(copies) >= 9
+    for variant, original, edit in copies:
+        assert best_of.get(variant) == original, (variant, original, edit)
+    assert not any(pk in best_of for (pk,) in bursts)  # another frame is not a copy

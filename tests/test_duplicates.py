@@ -1,3 +1,5 @@
+import csv as csvlib
+import io
 import json
 import sqlite3
 
@@ -124,17 +126,45 @@ def test_threshold_zero_keeps_only_identical_images(dup_db):
     assert {m.kind for g in found.groups for m in g.members} == {"best copy", "exact copy"}
 
 
-def test_cli_json_and_text(dup_db):
+def test_cli_no_verify_groups_by_the_threshold(dup_db):
     result = CliRunner().invoke(cli, ["imgsim", "duplicates", str(dup_db), "--table", "photos",
-                                      "--method", "phash", "--json"])
+                                      "--method", "phash", "--no-verify", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["method"] == "phash" and data["threshold"] == 10
+    assert data["method"] == "phash" and data["threshold"] == 10 and data["verified"] is False
     member = data["groups"][0]["members"][0]
     assert set(member) >= {"pk", "distance", "kind", "image", "size", "width", "height"}
     text = CliRunner().invoke(cli, ["imgsim", "duplicates", str(dup_db), "--table", "photos",
-                                    "--method", "hog", "--threshold", "0.05"])
+                                    "--method", "hog", "--threshold", "0.05", "--no-verify"])
     assert text.exit_code == 0 and "best copy" in text.output and "img/chelsea.jpg" in text.output
+    assert "unverified" in text.output
+
+
+def test_cli_verified_by_default_in_three_formats(dup_db):
+    named = names(dup_db)
+    result = CliRunner().invoke(cli, ["imgsim", "duplicates", str(dup_db), "--table", "photos",
+                                      "--format", "json", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["verified"] is True and data["candidates"] == {"phash": 22.0}
+    chelsea = next(g for g in data["groups"] if named[g["members"][0]["pk"]] == "chelsea")
+    kinds = {named[m["pk"]]: (m["kind"], m["reason"]) for m in chelsea["members"]}
+    assert kinds["chelsea_crop"][0] == "crop" and "crop of" in kinds["chelsea_crop"][1]
+    assert kinds["chelsea_small"] == ("same picture", "same picture, resized to 50 %")
+    csv_out = CliRunner().invoke(cli, ["imgsim", "duplicates", str(dup_db), "--table", "photos",
+                                       "--format", "csv", "--workers", "1"])
+    rows = list(csvlib.DictReader(io.StringIO(csv_out.output)))
+    keep = [r for r in rows if r["action"] == "keep"]
+    assert {named[int(r["pk"])] for r in keep} >= {"chelsea", "rocket"}
+    crop = next(r for r in rows if r["path"] == "img/chelsea_crop.jpg")
+    assert crop["action"] == "duplicate" and named[int(crop["best_copy"])] == "chelsea"
+    text = CliRunner().invoke(cli, ["imgsim", "duplicates", str(dup_db), "--table", "photos"])
+    assert text.exit_code == 0 and "groups of copies" in text.output
+    # The verdicts were kept in the index database: the second run verified nothing.
+    again = json.loads(CliRunner().invoke(cli, ["imgsim", "duplicates", str(dup_db), "--table",
+                                                "photos", "--json"]).output)
+    assert again["pairs"]["verified"] == again["pairs"]["settled"] == 0
+    assert again["pairs"]["cached"] > 0 and again["groups"] == data["groups"]
     bad = CliRunner().invoke(cli, ["imgsim", "duplicates", str(dup_db), "--table", "photos",
                                    "--method", "cnn"])
     assert bad.exit_code == 1 and "no 'cnn' index" in bad.output

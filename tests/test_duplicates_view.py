@@ -30,10 +30,50 @@ def titles(db):
 
 
 @pytest.mark.asyncio
-async def test_duplicates_json_and_page(dup_db):
+async def test_verified_groups_page_csv_and_compare(dup_db):
     ds = make_datasette(dup_db)
     named = titles(dup_db)
-    response = await ds.client.get("/photos/photos/-/duplicates.json?method=phash")
+    response = await ds.client.get("/photos/photos/-/duplicates.json")
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["verified"] is True and data["unverified"] == 0
+    groups = [{named[m["pk"]]: m["kind"] for m in g["members"]} for g in data["groups"]]
+    rocket = next(g for g in groups if "rocket" in g)
+    assert set(rocket) == {"rocket", "rocket_copy", "rocket_q40"}
+    assert set(rocket.values()) == {"best copy", "same picture"}
+    chelsea = next(g for g in data["groups"] if named[g["members"][0]["pk"]] == "chelsea")
+    crop = next(m for m in chelsea["members"] if named[m["pk"]] == "chelsea_crop")
+    assert crop["kind"] == "crop" and crop["reason"].startswith("crop of")
+    assert crop["image"] == "img/chelsea_crop.jpg"
+
+    page = await ds.client.get("/photos/photos/-/duplicates")
+    assert page.status_code == 200
+    assert "crop of" in page.text and "Download review list" in page.text
+    compare_url = next(m for m in chelsea["members"] if m["kind"] == "crop")["pk"]
+    assert f"/photos/photos/-/compare/{chelsea['members'][0]['pk']}/{compare_url}" in page.text
+
+    csv_response = await ds.client.get("/photos/photos/-/duplicates.csv")
+    assert csv_response.status_code == 200
+    assert csv_response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in csv_response.headers["content-disposition"]
+    lines = csv_response.text.splitlines()
+    assert lines[0].startswith("group,action,pk,kind,reason,best_copy,path")
+    assert any(",duplicate," in line and "img/chelsea_crop.jpg" in line for line in lines)
+
+    best = chelsea["members"][0]["pk"]
+    compared = await ds.client.get(f"/photos/photos/-/compare/{best}/{crop['pk']}.json")
+    assert compared.status_code == 200, compared.text
+    facts = {row["fact"]: (row["a"], row["b"]) for row in compared.json()["differences"]}
+    assert compared.json()["verdict"]["kind"] == "crop" and "dimensions" in facts
+    html = await ds.client.get(f"/photos/photos/-/compare/{best}/{crop['pk']}")
+    assert html.status_code == 200 and "crop of" in html.text and "-/image/" in html.text
+
+
+@pytest.mark.asyncio
+async def test_duplicates_json_and_page_by_distance(dup_db):
+    ds = make_datasette(dup_db)
+    named = titles(dup_db)
+    response = await ds.client.get("/photos/photos/-/duplicates.json?method=phash&verify=0")
     assert response.status_code == 200, response.text
     data = response.json()
     assert data["method"] == "phash" and data["threshold"] == 10 and data["page"] == 1
@@ -43,11 +83,11 @@ async def test_duplicates_json_and_page(dup_db):
     assert member["thumbnail_url"].startswith("/photos/photos/-/thumbnail/")
     assert {"pk", "distance", "size", "width", "height", "image", "row_url"} <= set(member)
 
-    none = (await ds.client.get("/photos/photos/-/duplicates.json?method=phash&threshold=0")).json()
+    none = (await ds.client.get("/photos/photos/-/duplicates.json?method=phash&threshold=0&verify=0")).json()
     assert none["threshold"] == 0
     assert all(m["distance"] == 0 for g in none["groups"] for m in g["members"])
 
-    page = await ds.client.get("/photos/photos/-/duplicates?method=phash")
+    page = await ds.client.get("/photos/photos/-/duplicates?method=phash&verify=0")
     assert page.status_code == 200
     assert "exact copy" in page.text and "edited copy" in page.text and "-/thumbnail/" in page.text
     assert 'name="threshold"' in page.text
@@ -61,7 +101,9 @@ async def test_duplicates_json_and_page(dup_db):
 @pytest.mark.asyncio
 async def test_duplicates_respect_permissions(dup_db):
     ds = make_datasette(dup_db, private_table=True)
-    for url in ["/photos/photos/-/duplicates", "/photos/photos/-/duplicates.json"]:
+    for url in ["/photos/photos/-/duplicates", "/photos/photos/-/duplicates.json",
+                "/photos/photos/-/duplicates.csv", "/photos/photos/-/compare/1/2",
+                "/photos/photos/-/compare/1/2.json"]:
         response = await ds.client.get(url)
         assert response.status_code == 403 and "distance" not in response.text
     cookies = {"ds_actor": actor_cookie(ds, {"id": "root"})}

@@ -59,6 +59,10 @@ class Method:
     # two images are the same picture only a re-encode apart. None: FALLBACK_THRESHOLD.
     duplicate_threshold: Optional[float] = None
     copy_threshold: Optional[float] = None
+    # The generous bound under which a pair becomes a candidate for verification
+    # (verify.py decides it): loose enough for crops, mirrors and screenshots. None: the
+    # method proposes no candidates when another index of the table does.
+    candidate_threshold: Optional[float] = None
     exact_distance: float = 0.0
     # Which index a table's queries use when none is named: the highest priority built.
     default_priority: int = 0

@@ -31,6 +31,8 @@ def phash_method():
         # pictures and most similar shots out.
         duplicate_threshold=10.0,
         copy_threshold=10.0,
+        # bench/duplicates_accuracy.py: greyscale and caption copies lie up to ~20 bits away.
+        candidate_threshold=22.0,
         exact_distance=0.0,
         default_priority=20,
         description="64-bit DCT perceptual hash; Hamming distance (near-duplicates)",

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from ..errors import NotFound
-from . import sidecar
+from . import sidecar, verdicts
 from .backend import VectorBackend
 from .connection import quote_identifier
 from .schema import (INDEX_COLUMNS, IndexSpec, ItemResult, ensure_schema, free_name, has_table,
@@ -150,6 +150,7 @@ class Store:
             if has_table(self.conn, "_imgsim_roots") and not self.conn.execute(
                     "select 1 from _imgsim_indexes where table_name = ?", (spec.table,)).fetchone():
                 self.conn.execute("delete from _imgsim_roots where table_name = ?", (spec.table,))
+                verdicts.clear(self.conn, spec.table)
 
     def drop_all(self) -> None:
         """Remove every _imgsim_ object of this database: no index is left."""

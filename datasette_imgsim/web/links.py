@@ -27,6 +27,10 @@ class Urls:
     def duplicates(self, suffix: str = "", **args) -> str:
         return with_query(f"{self.base}/-/duplicates{suffix}", **args)
 
+    def compare(self, a, b, suffix: str = "", **args) -> str:
+        return with_query(f"{self.base}/-/compare/{tilde_encode(str(a))}/"
+                          f"{tilde_encode(str(b))}{suffix}", **args)
+
     def thumbnail(self, pk, size: int, method: Optional[str] = None) -> str:
         return with_query(f"{self.base}/-/thumbnail/{tilde_encode(str(pk))}", size=size,
                           method=method or None)

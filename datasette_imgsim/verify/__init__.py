@@ -17,6 +17,8 @@ Two pictures are compared in three steps, cheapest first:
    found nowhere nearby; a burst's moving subject is found a few pixels away; a
    bracketed exposure is shifted in tone; a crop keeps its source's fine detail.
 
+frames.py holds step 2, content.py step 3.
+
 verify_pair() takes RGB uint8 arrays (any size; they are matched at LONG pixels) or
 Prepared ones (prepare() once per image when one image is in many pairs).
 """
@@ -28,24 +30,17 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .rerank import LocalFeatures, local_features
+from ..rerank import LocalFeatures, local_features
+from .content import (AGREE, EDITED, FINE, SMOOTH, TONE, _apart, _comparable, _compare,
+                      _detail_reason, _few_colours, _fine, _flat, _limit_resolution, _moved,
+                      _ncc, _overlaid, _which_edited)
+from .frames import MIN_INLIERS, _cover, _homography, _is_similarity, _locate, _rotation
 
 LONG = 384  # matched at this long side (smaller images are upscaled to it)
-LOW = 128  # content compared at this long side
-MIN_INLIERS = 15
-RATIO = 0.75
 FRAMED = 0.88  # a screenshot's or bordered copy's picture covers at most this
 CONTAINED = 0.96  # a frame covered at least this much lies inside the other
-SIMILARITY = 0.03  # corner error (of the diagonal) allowed for a similarity transform
-AGREE = 0.95  # share of blocks that agree for "the same content"
-EDITED = 0.7  # at least this share agrees in an overlay or edit
-TONE = 8.0  # median grey difference (0-255) that is another exposure, not a copy
-GRID = 12
-FINE = 0.93  # fine-detail correlation a crop keeps with its source
-CELL = 10  # pixels per block side when blocks are compared
-SEARCH = 12  # pixels (at LOW) a moving subject is looked for
 BLURRED = 0.35  # sharpness ratio (Laplacian variance) of a blurred copy
-BLUR = 1.2  # sigma at LOW
+OVERLAPPING = 0.6  # frames that overlap this much (IoU) are compared where they overlap
 
 COPY_KINDS = ("same picture", "crop", "greyscale copy", "mirror image", "overlay",
               "screenshot/border")
@@ -63,6 +58,9 @@ class Verdict:
     grey: Optional[str] = None  # "a" or "b": the greyscale one of a colour/grey pair
     edited: Optional[str] = None  # "a" or "b": the one with an overlay
     stage: str = "geometry"  # "cheap", "geometry" or "direct" (whole frames compared)
+    # How faithfully the content matches (the fine-detail correlation of a crop, the
+    # agreeing share of blocks otherwise): which of two doubtful links is the better.
+    fidelity: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,17 +120,19 @@ def prepare(pixels: np.ndarray, features: bool = True) -> Prepared:
     return out
 
 
+def with_features(p: Prepared) -> Prepared:
+    """p with its SIFT keypoints (computed once)."""
+    if p.features is None:
+        p.features = local_features(p.rgb)
+    return p
+
+
 def _prepared(x, features=True) -> Prepared:
     if isinstance(x, Prepared):
         if features and x.features is None:
             x.features = local_features(x.rgb)
         return x
     return prepare(x, features)
-
-
-def _ncc(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    return float((x * y).sum() / max(np.sqrt((x * x).sum() * (y * y).sum()), 1e-6))
 
 
 def settle(a, b) -> Optional[Verdict]:
@@ -179,170 +179,6 @@ def _sharpness(grey: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
-def _homography(fa: LocalFeatures, fb: LocalFeatures):
-    if (fa is None or fb is None or fa.descriptors is None or fb.descriptors is None
-            or len(fa.points) < 4 or len(fb.points) < 4):
-        return None, 0
-    # Lowe's ratio test on squared L2 distances (one matrix product, no OpenCV matcher).
-    da, db = fa.descriptors, fb.descriptors
-    d2 = (da * da).sum(1)[:, None] + (db * db).sum(1)[None, :] - 2 * (da @ db.T)
-    two = np.partition(d2, 1, axis=1)[:, :2]
-    good = np.flatnonzero(np.maximum(two[:, 0], 0) < RATIO ** 2 * two[:, 1])
-    if len(good) < MIN_INLIERS:
-        return None, 0
-    src = fa.points[good]
-    dst = fb.points[d2[good].argmin(1)]
-    matrix, mask = cv2.findHomography(src, dst, cv2.RANSAC, 4.0)
-    if matrix is None:
-        return None, 0
-    return matrix, int(mask.sum())
-
-
-def _corners(w, h) -> np.ndarray:
-    return np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-
-
-def _cover(matrix, size_from, size_to) -> tuple[float, float]:
-    """(share of the `to` frame covered by the `from` frame mapped by matrix, mapped area)."""
-    poly = cv2.perspectiveTransform(_corners(*size_from)[None], matrix)[0]
-    area = abs(cv2.contourArea(poly))
-    if not cv2.isContourConvex(poly.astype(np.float32)):
-        return 0.0, area
-    w, h = size_to
-    # Sutherland-Hodgman clipping to the frame (OpenCV's convex intersection errs when
-    # edges coincide, as they do for two copies of one frame).
-    points = [tuple(p) for p in poly.astype(np.float64)]
-    for axis, bound, sign in ((0, 0.0, 1), (0, w, -1), (1, 0.0, 1), (1, h, -1)):
-        inside = [sign * (p[axis] - bound) >= 0 for p in points]
-        clipped = []
-        for k, p in enumerate(points):
-            q = points[k - 1]
-            if inside[k] != inside[k - 1]:  # the edge q-p crosses the bound
-                t = (bound - q[axis]) / ((p[axis] - q[axis]) or 1e-12)
-                clipped.append((q[0] + t * (p[0] - q[0]), q[1] + t * (p[1] - q[1])))
-            if inside[k]:
-                clipped.append(p)
-        points = clipped
-        if len(points) < 3:
-            return 0.0, area
-    return abs(cv2.contourArea(np.float32(points))) / (w * h), area
-
-
-def _is_similarity(matrix, size) -> bool:
-    src = _corners(*size)
-    dst = cv2.perspectiveTransform(src[None], matrix)[0]
-    fit, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
-    if fit is None:
-        return False
-    error = np.abs(src @ fit[:, :2].T + fit[:, 2] - dst).max()
-    return error <= SIMILARITY * np.hypot(*cv2.boundingRect(dst)[2:])
-
-
-def _low(x: np.ndarray) -> np.ndarray:
-    scale = LOW / max(x.shape[:2])
-    return cv2.resize(x, (max(8, round(x.shape[1] * scale)), max(8, round(x.shape[0] * scale))),
-                      interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-def _blocks(x: np.ndarray) -> np.ndarray:
-    """x resized to GRID x GRID blocks of CELL x CELL pixels: (GRID, GRID, CELL * CELL)."""
-    x = cv2.resize(x, (GRID * CELL, GRID * CELL), interpolation=cv2.INTER_AREA)
-    return x.reshape(GRID, CELL, GRID, CELL).swapaxes(1, 2).reshape(GRID, GRID, -1)
-
-
-def _compare(ref: np.ndarray, other: np.ndarray, to_other) -> dict:
-    """Blocks of ref (grey) agreeing with other warped onto it; to_other maps ref -> other."""
-    h, w = ref.shape
-    warped = cv2.warpPerspective(other, to_other, (w, h),
-                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    mask = cv2.warpPerspective(np.full(other.shape, 255, np.uint8), to_other, (w, h),
-                               flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-    mask = cv2.erode(mask, np.ones((5, 5), np.uint8))
-    # Blurred alike, so a blurred or downsized copy agrees with its sharp original.
-    r = cv2.GaussianBlur(_low(ref), (0, 0), BLUR)
-    o = cv2.GaussianBlur(_low(warped), (0, 0), BLUR)
-    m = _low(mask) > 250
-    found = {"agree": 0.0, "tone": 0.0, "bright": 0.0, "blocks": 0, "ref": ref,
-             "bad": np.zeros((GRID, GRID), bool), "warped": warped, "mask": mask}
-    if m.sum() < 64:
-        return found
-    tone = float(np.median(o[m] - r[m]))
-    rb, ob, mb = _blocks(r), _blocks(o - tone), _blocks(m.astype(np.float32))
-    used = mb.min(axis=2) > 0.99
-    rc, oc = rb - rb.mean(2, keepdims=True), ob - ob.mean(2, keepdims=True)
-    ncc = (rc * oc).sum(2) / np.maximum(np.sqrt((rc * rc).sum(2) * (oc * oc).sum(2)), 1e-6)
-    gap = np.abs(rb.mean(2) - ob.mean(2))
-    flat = np.maximum(rb.std(2), ob.std(2)) < 4
-    ok = np.where(flat, gap < 8, (ncc >= 0.75) & (gap < 14))
-    bad = used & ~ok
-    total = int(used.sum())
-    # Exposure again, on the agreeing blocks' brightest tenth (a night sky's stars
-    # brighten while its black stays black; an overlay's banner is left out).
-    good = (used & ok).repeat(CELL, 0).repeat(CELL, 1)
-    rg = cv2.resize(r, (GRID * CELL, GRID * CELL), interpolation=cv2.INTER_AREA)[good]
-    og = cv2.resize(o, (GRID * CELL, GRID * CELL), interpolation=cv2.INTER_AREA)[good]
-    if len(rg) >= 32:
-        top = rg >= np.percentile(rg, 90)
-        found["bright"] = float(np.median((og - rg)[top]))
-    found["ref"] = ref
-    # Flat blocks agree whatever lies there (a window's chrome in two screenshots): the
-    # textured ones decide when there are enough of them.
-    textured = used & ~flat
-    if textured.sum() >= 8:
-        total = int(textured.sum())
-    found.update(agree=(total - int((bad & (textured if textured.sum() >= 8 else used)).sum()))
-                 / max(total, 1), tone=tone, blocks=total,
-                 bad=bad, low=(r, o - tone))
-    return found
-
-
-def _fine(found: dict) -> float:
-    """Fine detail: band-passed grey at full size, where a copy keeps its source's
-    texture and another exposure of the scene has its own."""
-    inside = found["mask"] > 250
-    if inside.sum() <= 100:
-        return 0.0
-    fr, fo = (cv2.GaussianBlur(x.astype(np.float32), (0, 0), 0.8)
-              - cv2.GaussianBlur(x.astype(np.float32), (0, 0), 2.5)
-              for x in (found["ref"], found["warped"]))
-    return _ncc(fr[inside], fo[inside])
-
-
-def _moved(r: np.ndarray, o: np.ndarray, bad: np.ndarray) -> float:
-    """Share of the disagreeing blocks found a few pixels away in ref: a subject that
-    moved between two frames (an overlay is found nowhere)."""
-    ys = np.linspace(0, r.shape[0], GRID + 1).astype(int)
-    xs = np.linspace(0, r.shape[1], GRID + 1).astype(int)
-    moved = 0
-    cells = list(zip(*np.nonzero(bad)))
-    for i, j in cells:
-        block = o[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
-        y0, y1 = max(0, ys[i] - SEARCH), min(r.shape[0], ys[i + 1] + SEARCH)
-        x0, x1 = max(0, xs[j] - SEARCH), min(r.shape[1], xs[j + 1] + SEARCH)
-        if block.std() < 4 or block.shape[0] < 3 or block.shape[1] < 3:
-            continue
-        scores = cv2.matchTemplate(r[y0:y1, x0:x1], block, cv2.TM_CCOEFF_NORMED)
-        _, score, _, (x, y) = cv2.minMaxLoc(scores)
-        # Found elsewhere, at the same contrast (a translucent banner correlates with
-        # the picture under it, in place and at a fraction of its contrast).
-        found = r[y0 + y:y0 + y + block.shape[0], x0 + x:x0 + x + block.shape[1]]
-        shifted = abs(y0 + y - ys[i]) + abs(x0 + x - xs[j]) >= 2
-        same = r[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
-        moved += (score >= 0.85 and shifted and abs(block.mean() - found.mean()) < 8
-                  and 0.75 <= block.std() / max(found.std(), 1e-6) <= 1.33
-                  and 0.6 <= block.std() / max(same.std(), 1e-6) <= 1.6)
-    return moved / max(len(cells), 1)
-
-
-def _flat(rgb: np.ndarray, mask: np.ndarray) -> float:
-    """Share of the masked pixels in flat fills (borders, banners): 3x3 range <= 2."""
-    if mask.sum() < 50:
-        return 0.0
-    k = np.ones((3, 3), np.uint8)
-    spread = np.atleast_3d(cv2.dilate(rgb, k).astype(np.int16) - cv2.erode(rgb, k)).max(axis=2)
-    return float((spread[mask] <= 2).mean())
-
-
 def verify_pair(a, b, facts_a=None, facts_b=None) -> Verdict:
     """Copy or similar shot? a, b: RGB uint8 arrays or Prepared. facts_*: optional
     objects or dicts with width/height of the full-size files (for size relations)."""
@@ -357,7 +193,19 @@ def verify_pair(a, b, facts_a=None, facts_b=None) -> Verdict:
         if m_count > max(count * 1.2, MIN_INLIERS):
             matrix, count, mirrored = m_matrix, m_count, True
     if matrix is None or count < MIN_INLIERS:
-        return _direct(a, b)
+        located = _locate(a, b)
+        if located is None:
+            return _direct(a, b)
+        # Too few features to match (clouds, a smooth dial): where one frame lies in
+        # the other was found by correlation; the content decides as for a match.
+        verdict = _geometric(a, b, located, 0, False, strict=True)
+        return verdict if verdict.is_copy else _direct(a, b)
+    return _geometric(a, b, matrix, count, mirrored)
+
+
+def _geometric(a: Prepared, b: Prepared, matrix, count: int, mirrored: bool,
+               strict: bool = False) -> Verdict:
+    """The verdict on a pair whose frames are related by matrix (a's pixels -> b's)."""
     a_rgb = np.ascontiguousarray(a.rgb[:, ::-1]) if mirrored else a.rgb
     a_grey = np.ascontiguousarray(a.grey[:, ::-1]) if mirrored else a.grey
     size_a, size_b = a_grey.shape[::-1], b.grey.shape[::-1]
@@ -380,7 +228,14 @@ def verify_pair(a, b, facts_a=None, facts_b=None) -> Verdict:
     # An upscaled (small) picture's keypoints are placed less precisely.
     contained = CONTAINED - (0.03 if a.upscaled or b.upscaled else 0)
     if max(cov_a, cov_b) < contained:
-        return _similar("", overlap, count, mirrored)
+        # Neither lies inside the other: two crops of one picture, or a burst's frames.
+        # Where they overlap, the content tells which.
+        reason = ""
+        if overlap >= OVERLAPPING:
+            found = _compare(a_grey, b.grey, matrix)
+            _limit_resolution(found, a, b)
+            reason = _apart(found)
+        return _similar(reason, overlap, count, mirrored)
     # ref: the frame that lies inside the other; content compared on ref's frame.
     if cov_b >= cov_a:
         ref, other, to_other, holder, holder_cov, ref_rgb = "b", a_grey, inverse, "a", cov_a, b.rgb
@@ -390,8 +245,10 @@ def verify_pair(a, b, facts_a=None, facts_b=None) -> Verdict:
         holder_rgb, ref_to_holder = b.rgb, matrix
     ref_grey = b.grey if ref == "b" else a_grey
     found = _compare(ref_grey, other, to_other)
+    _limit_resolution(found, a if ref == "a" else b, b if ref == "a" else a)
+    found["angle"] = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
     return _judge(a, b, found, ref, holder, holder_cov < contained, holder_cov, overlap,
-                  count, mirrored, ref_rgb, holder_rgb, ref_to_holder)
+                  count, mirrored, ref_rgb, holder_rgb, ref_to_holder, strict)
 
 
 def _similar(reason: str, overlap: float, count: int, mirrored: bool) -> Verdict:
@@ -417,7 +274,12 @@ def _with_facts(p: Prepared, facts) -> Prepared:
 
 
 def _judge(a, b, found, ref, holder, inside, holder_cov, overlap, count, mirrored,
-           ref_rgb, holder_rgb, ref_to_holder) -> Verdict:
+           ref_rgb, holder_rgb, ref_to_holder, strict=False) -> Verdict:
+    _overlaid(found, ref, ref_rgb)
+    if strict and _fine(found) < FINE and found.get("fine_energy", 0.0) > SMOOTH:
+        # Located by correlation (too few features to match): a copy keeps the fine
+        # detail of its source; two smooth textures alike in the large do not.
+        return _similar(_detail_reason(found), overlap, count, mirrored)
     grey = None
     if a.is_grey != b.is_grey:
         grey = "a" if a.is_grey else "b"
@@ -426,11 +288,16 @@ def _judge(a, b, found, ref, holder, inside, holder_cov, overlap, count, mirrore
         sign = "brighter" if (shift > 0) == (ref == "a") else "darker"
         return Verdict(False, "similar shot", f"similar shot: another exposure (b {sign})",
                        overlap, count, mirrored=mirrored, stage="geometry")
+    _fine(found)
+    # One side much blurrier (a blurred or downsized copy beside a crop), or either
+    # upscaled to be matched: blocks and detail then disagree for that alone, which
+    # tells nothing about moments or exposures.
+    blurrier = None if _comparable(found) else ", less fine detail"
     if EDITED <= found["agree"] < AGREE and _moved(*found["low"], found["bad"]) >= 0.5:
-        return _similar(", the subject moved", overlap, count, mirrored)
+        return _similar(blurrier or ", the subject moved", overlap, count, mirrored)
     if found["agree"] < EDITED or found["blocks"] < 8:
-        return _similar(", content differs", overlap, count, mirrored)
-    notes, kind, source = [], None, None
+        return _similar(blurrier or ", content differs", overlap, count, mirrored)
+    notes, kind, source, fidelity = [], None, None, 1.0
     if inside:  # ref lies inside holder: a crop of it, or it in a frame
         if found["agree"] < AGREE:
             # Content differs in places: another frame of a burst, or a pan whose part
@@ -441,21 +308,23 @@ def _judge(a, b, found, ref, holder, inside, holder_cov, overlap, count, mirrore
         outside = cv2.erode(255 - outside, np.ones((5, 5), np.uint8)) > 0
         # A border or window is flat and substantial (a burst's frame zoomed in a few
         # per cent leaves thin strips, dark ones at night).
-        if holder_cov <= FRAMED and _flat(holder_rgb, outside) >= 0.6:
+        if holder_cov <= FRAMED and _flat(holder_rgb, outside) >= 0.6 \
+                and _few_colours(holder_rgb, outside) >= 0.8:
             kind, source = "screenshot/border", ref
             notes.append(f"screenshot or bordered copy ({100 * holder_cov:.0f} % of it is "
                          f"the picture)")
-        elif _fine(found) < FINE:
-            # A crop keeps its source's fine texture; a burst's next frame, zoomed in,
-            # has its own (noise, resampling, small motion).
-            return _similar(", its own fine detail", overlap, count, mirrored)
         else:
+            fidelity = _fine(found)
+            if fidelity < FINE and found.get("fine_energy", 0.0) > SMOOTH:
+                # A crop keeps its source's fine texture; a burst's next frame, zoomed
+                # in, has its own (noise, resampling, small motion).
+                return _similar(_detail_reason(found), overlap, count, mirrored)
             kind, source = "crop", holder
             notes.append(f"crop of {100 * holder_cov:.0f} % of the original")
     edited = None
     if found["agree"] < AGREE:
         bad = found["bad"]
-        share = bad.sum() / max(found["blocks"], 1)
+        share = bad.sum() / max(found.get("area", found["blocks"]), 1)
         edited = _which_edited(ref, ref_rgb, found)
         notes.append(f"overlay or edit over {100 * share:.0f} % of the picture")
         kind = kind or "overlay"
@@ -471,20 +340,12 @@ def _judge(a, b, found, ref, holder, inside, holder_cov, overlap, count, mirrore
     if kind is None:
         verdict = _same(a, b, overlap, count, "geometry")
         verdict.edited = edited
+        turned = _rotation(found.get("angle", 0.0))
+        if turned and verdict.reason == "same picture, re-encoded":
+            verdict.reason = f"same picture, rotated {turned}"
         return verdict
-    return Verdict(True, kind, ", ".join(notes), overlap, count, source, mirrored, grey, edited)
-
-
-def _which_edited(ref, ref_rgb, found) -> Optional[str]:
-    """The one whose disagreeing blocks are flatter fills (a banner, a logo)."""
-    bad = cv2.resize(found["bad"].astype(np.uint8), ref_rgb.shape[1::-1],
-                     interpolation=cv2.INTER_NEAREST) > 0
-    bad &= found["mask"] > 0
-    flat_ref = _flat(cv2.cvtColor(ref_rgb, cv2.COLOR_RGB2GRAY), bad)
-    flat_other = _flat(found["warped"], bad)
-    if abs(flat_ref - flat_other) < 0.05:
-        return None
-    return ref if flat_ref > flat_other else ("b" if ref == "a" else "a")
+    return Verdict(True, kind, ", ".join(notes), overlap, count, source, mirrored, grey, edited,
+                   fidelity=fidelity if kind == "crop" else float(found["agree"]))
 
 
 def _direct(a: Prepared, b: Prepared) -> Verdict:
@@ -501,6 +362,7 @@ def _direct(a: Prepared, b: Prepared) -> Verdict:
         if best is None or found["agree"] > best[0]["agree"]:
             best = (found, mirrored)
     found, mirrored = best
+    _overlaid(found, "a", np.ascontiguousarray(a.rgb[:, ::-1]) if mirrored else a.rgb)
     if found["agree"] >= AGREE and max(abs(found["tone"]), abs(found["bright"])) <= TONE:
         verdict = _same(a, b, 1.0, 0, "direct", mirrored)
         if a.is_grey != b.is_grey:

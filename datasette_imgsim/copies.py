@@ -1,0 +1,350 @@
+"""Which candidate pairs are copies, and each group's best copy: one candidate
+component at a time (no copy relation crosses components, so they are the unit of
+parallel work).
+
+Pairs are taken nearest first. A pair whose images are already in one group is not
+verified (the group already holds them); nor is a pair whose groups were already told
+apart by their content (another exposure, a moved subject, its own fine detail): a burst
+frame that is not a copy of the original is not a copy of the original's crop either.
+Crops and screenshots join their groups last, the most faithful link first: a crop can
+lie inside a burst's next frame as well as inside its original.
+Each verdict comes from the cache (store/verdicts.py), else from settle() (signatures
+only), else from verify_pair() (SIFT geometry and content). A pair the app declares as
+versions, or a RAW+JPEG pair of one shot, is never a copy edge (versions.py).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import verify
+from .bestcopy import Facts, apply_verdicts, choose_best, describe, facts_of
+from .verify import Verdict
+
+VERIFIER_VERSION = 3  # bump when verify.py's verdicts change: cached ones are then redone
+DECODE_SIZE = 256  # the shorter side images are decoded at (verify matches at 384 long)
+HEAD_BYTES = 2 * 1024 * 1024  # of a file, enough for its header, EXIF and JPEG tables
+PREPARED_CACHE = 2000  # images' signatures kept per worker (~0.3 MB each with SIFT)
+# Not-a-copy verdicts that compared the same region's content, at comparable detail:
+# the two groups show different moments or exposures, so no member of one is a copy of
+# the other. ("content differs" is not one: two framings of one photo differ too.)
+CONTENT_REASONS = ("another exposure", "subject moved", "own fine detail")
+CONTAINED = ("crop", "screenshot/border")  # verdict kinds of a frame inside another
+ANOTHER_FRAME = 0.85  # overlap (IoU) of a similar shot that is another frame of the view
+
+
+def verdict_from_dict(found: dict) -> Verdict:
+    return Verdict(**{k: v for k, v in found.items() if k in Verdict.__dataclass_fields__})
+
+
+def tells_apart(v: Verdict) -> bool:
+    return not v.is_copy and any(r in v.reason for r in CONTENT_REASONS)
+
+
+@dataclass
+class Component:
+    """One candidate component: everything needed to decide it."""
+
+    keys: list
+    pairs: list  # (key a, key b, score), any order
+    cached: dict = field(default_factory=dict)  # (a, b) -> Verdict, a/b as in pairs
+    versions: set = field(default_factory=set)  # frozenset({a, b}) pairs of versions
+
+
+@dataclass
+class GroupFound:
+    members: list  # keys, best copy first
+    kinds: list  # per member: "best copy" or what it is to the best copy
+    reasons: list  # per member, in words
+    best_reason: str
+    facts: list  # bestcopy.Facts per member
+    similar: list = field(default_factory=list)  # (key outside, key inside, reason)
+
+
+@dataclass
+class Decided:
+    groups: list
+    verdicts: dict  # (a, b) -> Verdict decided here (for the cache)
+    counts: dict
+    unverified: int = 0
+    unreadable: list = field(default_factory=list)  # (key, message)
+    seconds: dict = field(default_factory=dict)  # per stage (Images.seconds)
+
+
+class Images:
+    """Signatures and facts of a component's images, read through load(key) ->
+    ImageSource (thumbnails.ImageSource: .data or .path), each once."""
+
+    def __init__(self, load: Callable[[Any], Any]):
+        self.load = load
+        self.prepared: OrderedDict = OrderedDict()
+        self.facts: dict = {}
+        self.failed: dict = {}
+        # Seconds spent per stage (what bench/duplicates_accuracy.py reports).
+        self.seconds = {"decode": 0.0, "settle": 0.0, "features": 0.0, "verify": 0.0,
+                        "facts": 0.0}
+
+    def _source(self, key):
+        return self.load(key)
+
+    def signatures(self, key) -> Optional[verify.Prepared]:
+        if key in self.failed:
+            return None
+        if key in self.prepared:
+            self.prepared.move_to_end(key)
+            return self.prepared[key]
+        from .images import load_image
+
+        started = time.perf_counter()
+        try:
+            source = self._source(key)
+            pixels = load_image(source.data if source.data is not None else source.path,
+                                DECODE_SIZE)
+            found = verify.prepare(pixels, features=False)
+        except Exception as e:  # noqa: BLE001 - one unreadable image costs its pairs only
+            self.failed[key] = _one_line(e)
+            return None
+        finally:
+            self.seconds["decode"] += time.perf_counter() - started
+        self.prepared[key] = found
+        if len(self.prepared) > PREPARED_CACHE:
+            self.prepared.popitem(last=False)
+        return found
+
+    def facts_of(self, key) -> Facts:
+        if key not in self.facts:
+            started = time.perf_counter()
+            self.facts[key] = read_facts(self._source, key)
+            self.seconds["facts"] += time.perf_counter() - started
+        return self.facts[key]
+
+    def features(self, prepared: verify.Prepared) -> None:
+        if prepared.features is None:
+            started = time.perf_counter()
+            verify.with_features(prepared)
+            self.seconds["features"] += time.perf_counter() - started
+
+
+def read_facts(load, key) -> Facts:
+    """bestcopy.Facts of one row's image from its header (dimensions, EXIF, JPEG tables)."""
+    try:
+        source = load(key)
+        if source.data is not None:
+            data, path, size = source.data, None, len(source.data)
+        else:
+            path, size = str(source.path), os.path.getsize(source.path)
+            with open(source.path, "rb") as f:
+                data = f.read(HEAD_BYTES)
+    except Exception:  # noqa: BLE001 - facts are best effort
+        return Facts()
+    facts = facts_of(data, path)
+    facts.size = size
+    if facts.width is None:
+        from .images import image_size
+
+        try:  # RAW, HEIC, video: what the thumbnails and index read
+            facts.width, facts.height = image_size(data)
+        except Exception:  # noqa: BLE001
+            pass
+    return facts
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+class _Groups:
+    """Union-find over keys, with the pairs of groups their content told apart."""
+
+    def __init__(self, keys):
+        self.parent = {k: k for k in keys}
+        self.apart: dict = {k: set() for k in keys}
+
+    def find(self, x):
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def join(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        self.parent[rb] = ra
+        self.apart[ra] |= self.apart.pop(rb)
+        for other in self.apart[ra]:
+            self.apart[other].discard(rb)
+            self.apart[other].add(ra)
+
+    def keep_apart(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        self.apart[ra].add(rb)
+        self.apart[rb].add(ra)
+
+    def kept_apart(self, a, b) -> bool:
+        return self.find(b) in self.apart[self.find(a)]
+
+
+def decide(component: Component, images: Images, deadline: Optional[float] = None) -> Decided:
+    """The copy groups of one candidate component (see the module's docstring)."""
+    counts = {"cached": 0, "settled": 0, "verified": 0, "skipped": 0}
+    known: dict = dict(component.cached)
+    new: dict = {}
+    groups = _Groups(component.keys)
+    unverified = 0
+    pending = []
+    for a, b, _ in sorted(component.pairs, key=lambda p: p[2]):
+        if frozenset((a, b)) in component.versions:
+            continue
+        if groups.find(a) == groups.find(b) or groups.kept_apart(a, b):
+            counts["skipped"] += 1
+            continue
+        verdict = known.get((a, b))
+        if verdict is not None:
+            counts["cached"] += 1
+        else:
+            if deadline is not None and time.monotonic() > deadline:
+                unverified += 1
+                continue
+            verdict, stage = _verify(images, a, b)
+            if verdict is None:
+                continue
+            counts[stage] += 1
+            known[(a, b)] = new[(a, b)] = verdict
+        if verdict.is_copy and verdict.kind in CONTAINED:
+            pending.append((a, b, verdict))
+        elif verdict.is_copy:
+            groups.join(a, b)
+        elif tells_apart(verdict):
+            groups.keep_apart(a, b)
+    # A frame inside another (a crop, a photo in a screenshot) can lie inside two
+    # frames of a burst alike: such links join last, the most faithful first, never
+    # across groups whose content was told apart, and a copy made of one source joins
+    # that one group only.
+    attached = set()
+    for a, b, verdict in sorted(pending, key=lambda p: -p[2].fidelity):
+        copy_side = {"a": b, "b": a}.get(verdict.which_is_source)
+        if groups.kept_apart(a, b) or (copy_side in attached
+                                       and groups.find(a) != groups.find(b)):
+            continue
+        groups.join(a, b)
+        attached.add(copy_side)
+    found = []
+    members_of: dict = {}
+    for key in component.keys:
+        members_of.setdefault(groups.find(key), []).append(key)
+    for members in members_of.values():
+        if len(members) > 1:
+            group = _describe(members, known, new, images, deadline)
+            if group is not None:
+                found.append(group)
+    _similar_shots(found, known, groups)
+    return Decided(found, new, counts, unverified, sorted(images.failed.items(), key=str),
+                   dict(images.seconds))
+
+
+def _verify(images: Images, a, b) -> tuple[Optional[Verdict], str]:
+    pa, pb = images.signatures(a), images.signatures(b)
+    if pa is None or pb is None:
+        return None, "verified"
+    started = time.perf_counter()
+    verdict = verify.settle(pa, pb)
+    images.seconds["settle"] += time.perf_counter() - started
+    if verdict is not None:
+        return verdict, "settled"
+    facts = images.facts_of(a), images.facts_of(b)
+    images.features(pa)
+    images.features(pb)
+    started = time.perf_counter()
+    verdict = verify.verify_pair(pa, pb, *facts)
+    images.seconds["verify"] += time.perf_counter() - started
+    return verdict, "verified"
+
+
+def _lookup(known: dict, a, b) -> Optional[Verdict]:
+    if (a, b) in known:
+        return known[(a, b)]
+    if (b, a) in known:
+        return known[(b, a)].swapped()
+    return None
+
+
+def _describe(members: list, known: dict, new: dict, images: Images,
+              deadline) -> Optional[GroupFound]:
+    members = sorted(members, key=str)
+    local = {}
+    for x in range(len(members)):
+        for y in range(x + 1, len(members)):
+            v = _lookup(known, members[x], members[y])
+            if v is not None:
+                local[(x, y)] = v
+    facts = apply_verdicts([images.facts_of(k) for k in members], local)
+    best, best_reason = choose_best(facts)
+    # Each member's relation to the best copy in words: verified directly where the
+    # group holds it only through others (a crop of a re-encoded copy).
+    for x, key in enumerate(members):
+        if x == best or _lookup(known, members[best], key) is not None:
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        verdict, _ = _verify(images, members[best], key)
+        if verdict is not None:
+            known[(members[best], key)] = new[(members[best], key)] = verdict
+    # Another frame of the same moment (a burst's next frame: nearly the whole view,
+    # shifted) may join through a copy it happens to contain; told apart from the
+    # best copy itself (which has more copies in the group), it leaves the group and is
+    # listed as a similar shot.
+    left = [x for x, key in enumerate(members) if x != best and _another_frame(
+        _lookup(known, members[best], key)) and facts[x].copies < facts[best].copies]
+    if left:
+        kept = [k for x, k in enumerate(members) if x not in left]
+        shots = [(members[x], members[best], _lookup(known, members[best], members[x]).reason)
+                 for x in left]
+        if len(kept) < 2:
+            return None
+        found = _describe(kept, known, new, images, deadline)
+        if found is not None:
+            found.similar.extend(shots)
+        return found
+    kinds, reasons = [], []
+    for x, key in enumerate(members):
+        if x == best:
+            kinds.append("best copy")
+            reasons.append(best_reason)
+            continue
+        v = _lookup(known, members[best], key)
+        if v is not None and v.is_copy:
+            kinds.append(v.kind)
+            reasons.append(v.reason)
+        else:
+            # Joined through another member (two crops of one original need not overlap).
+            via = next((members[y] for y in range(len(members)) if y != x and
+                        (lambda w: w is not None and w.is_copy)(_lookup(known, members[y], key))),
+                       None)
+            kinds.append(describe(facts, best)[x])
+            reasons.append(f"a copy of {via}, which is in this group" if via is not None
+                           else "in this group through its other members")
+    order = [best] + [x for x in range(len(members)) if x != best]
+    return GroupFound([members[x] for x in order], [kinds[x] for x in order],
+                      [reasons[x] for x in order], best_reason, [facts[x] for x in order])
+
+
+def _another_frame(v: Optional[Verdict]) -> bool:
+    return v is not None and not v.is_copy and v.kind == "similar shot" \
+        and v.overlap >= ANOTHER_FRAME
+
+
+def _similar_shots(found: list, known: dict, groups: _Groups) -> None:
+    """Verified look-alikes of each group's members kept out of it (bursts, brackets)."""
+    by_root = {groups.find(g.members[0]): g for g in found}
+    for (a, b), v in known.items():
+        if v.is_copy or v.kind != "similar shot":
+            continue
+        for inside, outside in ((a, b), (b, a)):
+            group = by_root.get(groups.find(inside))
+            if group is not None and groups.find(outside) != groups.find(inside):
+                if not any(s[0] == outside for s in group.similar):
+                    group.similar.append((outside, inside, v.reason))
