@@ -62,17 +62,21 @@ def candidate_pairs(store: Store, specs: list[IndexSpec], bounds: Optional[dict]
         if spec.method not in bounds:
             continue
         bound = bounds[spec.method]
-        pks, raw = store.load_vectors(spec)
+        if spec.element_type == "float" and store.counts(spec)["indexed"] > exact_limit \
+                and store.graph_ready(spec):
+            # A large index with its HNSW graph: every row's k neighbours from the graph.
+            pks, found_pairs = _graph_pairs(store, spec, bound, k)
+        else:
+            pks, raw = store.load_vectors(spec)
+            found_pairs = (neighbour_pairs(prepared(raw, spec.metric), spec.metric, bound, k,
+                                           exact_limit) if len(pks) else ())
         here = []
         for pk in pks:
             if pk not in position:
                 position[pk] = len(keys)
                 keys.append(pk)
             here.append(position[pk])
-        if not len(pks):
-            continue
-        vectors = prepared(raw, spec.metric)
-        for i, j, distance in neighbour_pairs(vectors, spec.metric, bound, k, exact_limit):
+        for i, j, distance in found_pairs:
             a, b = sorted((here[i], here[j]))
             if a == b:
                 continue
@@ -81,6 +85,17 @@ def candidate_pairs(store: Store, specs: list[IndexSpec], bounds: Optional[dict]
                 pairs[(a, b)] = score
                 found[(a, b)] = (spec.method, float(distance))
     return Candidates(keys, pairs, found, dict(bounds), len(keys))
+
+
+def _graph_pairs(store: Store, spec: IndexSpec, bound: float, k: int):
+    """(pks, [(i, j, distance)]) of each row's neighbours within bound, from
+    Store.neighbours (the graph's batch search)."""
+    import numpy as np
+
+    pks, positions, dist = store.neighbours(spec, k)
+    rows, cols = np.nonzero((positions >= 0) & (dist <= bound + 1e-6))
+    return pks, [(int(i), int(positions[i, c]), float(dist[i, c]))
+                 for i, c in zip(rows.tolist(), cols.tolist()) if positions[i, c] != i]
 
 
 def components(n: int, pairs) -> list[list[int]]:

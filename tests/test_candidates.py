@@ -41,3 +41,25 @@ def test_pairs_are_ordered_scored_and_joined_by_key(store):
 def test_zero_neighbours_is_an_error(store):
     with pytest.raises(DuplicatesError):
         candidate_pairs(store, store.indexes("photos"), k=0)
+
+
+def test_a_large_index_takes_its_pairs_from_the_graph_search(store, monkeypatch):
+    # Above exact_limit, an index with a current graph gives its pairs through
+    # Store.neighbours (here its exact fallback stands in for the graph).
+    specs = store.indexes("photos")
+    hog = [s for s in specs if s.method == "hog"]
+    scanned = candidate_pairs(store, hog, {"hog": 0.2})
+    calls = []
+    real = Store.neighbours
+
+    def neighbours(self, spec, k, exact=False):
+        calls.append(spec.method)
+        return real(self, spec, k, exact=True)
+
+    monkeypatch.setattr(Store, "graph_ready", lambda self, spec: True)
+    monkeypatch.setattr(Store, "neighbours", neighbours)
+    through_graph = candidate_pairs(store, hog, {"hog": 0.2}, exact_limit=1)
+    assert calls == ["hog"]
+    assert {tuple(sorted((through_graph.keys[a], through_graph.keys[b])))
+            for a, b in through_graph.pairs} == {
+        tuple(sorted((scanned.keys[a], scanned.keys[b]))) for a, b in scanned.pairs}

@@ -7,6 +7,7 @@ catalog.py     Store: indexes, items, labels, errors, KNN by key
 backend.py     the VectorBackend protocol; vec0.py (sqlite-vec) and memory.py (numpy)
 sidecar.py     index databases beside an app's database
 ann.py         the HNSW graph derived from vec0 rows, beside the index database
+verdicts.py    _imgsim_verdicts, the pair verdicts of duplicate finding
 milvus.py      MilvusBackend (optional extra); factory.py picks a backend from index_db
 """
 from ..errors import ExtensionUnavailable, NotFound

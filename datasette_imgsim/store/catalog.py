@@ -328,6 +328,15 @@ class Store:
         dist = np.where(valid, dist, np.inf)[keep].astype(np.float32)
         return [pks[int(i)] for i in kept_ids.tolist()], position, dist
 
+    def graph_ready(self, spec: IndexSpec) -> bool:
+        """Whether neighbours() would answer through a current HNSW graph (loading the
+        saved one if needed) rather than by an exact scan."""
+        from . import ann
+
+        return (isinstance(self.backend, Vec0Backend) and ann.eligible(spec)
+                and bool(spec.params.get("ann"))
+                and ann.graph_for_query(self.conn, spec) is not None)
+
     def refresh_ann(self, spec: IndexSpec, save: Optional[bool] = None,
                     rebuild: bool = False) -> dict:
         """Bring the index's derived HNSW graph (store/ann.py) up to the committed rows:
