@@ -61,21 +61,9 @@ def free_port() -> int:
 
 
 def group_rss(pgid: int) -> int:
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                if int(f.read().rsplit(b")", 1)[1].split()[2]) != pgid:
-                    continue
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+    from tests.helpers import process_group
+
+    return sum(memory["rss"] for memory in process_group(pgid).values())
 
 
 def multipart(name: str, data: bytes) -> tuple[bytes, str]:

@@ -28,6 +28,7 @@ VERIFIER_VERSION = 3  # bump when verify.py's verdicts change: cached ones are t
 DECODE_SIZE = 256  # the shorter side images are decoded at (verify matches at 384 long)
 HEAD_BYTES = 2 * 1024 * 1024  # of a file, enough for its header, EXIF and JPEG tables
 PREPARED_CACHE = 2000  # images' signatures kept per worker (~0.3 MB each with SIFT)
+SOURCE_CACHE = 16  # rows' image sources kept (BLOBs among them)
 # Not-a-copy verdicts that compared the same region's content, at comparable detail:
 # the two groups show different moments or exposures, so no member of one is a copy of
 # the other. ("content differs" is not one: two framings of one photo differ too.)
@@ -81,6 +82,7 @@ class Images:
     def __init__(self, load: Callable[[Any], Any]):
         self.load = load
         self.prepared: OrderedDict = OrderedDict()
+        self.sources: OrderedDict = OrderedDict()
         self.facts: dict = {}
         self.failed: dict = {}
         # Seconds spent per stage (what bench/duplicates_accuracy.py reports).
@@ -88,7 +90,15 @@ class Images:
                         "facts": 0.0}
 
     def _source(self, key):
-        return self.load(key)
+        # A pair's images are decoded, then their facts read, moments apart: a few recent
+        # sources are kept so each row is looked up (and a BLOB read) once.
+        if key in self.sources:
+            self.sources.move_to_end(key)
+            return self.sources[key]
+        source = self.sources[key] = self.load(key)
+        if len(self.sources) > SOURCE_CACHE:
+            self.sources.popitem(last=False)
+        return source
 
     def signatures(self, key) -> Optional[verify.Prepared]:
         if key in self.failed:
@@ -129,9 +139,17 @@ class Images:
 
 
 def read_facts(load, key) -> Facts:
-    """bestcopy.Facts of one row's image from its header (dimensions, EXIF, JPEG tables)."""
+    """bestcopy.Facts of one row's image (load(key) -> its ImageSource)."""
     try:
         source = load(key)
+    except Exception:  # noqa: BLE001 - facts are best effort
+        return Facts()
+    return source_facts(source)
+
+
+def source_facts(source) -> Facts:
+    """bestcopy.Facts of an ImageSource from its header (dimensions, EXIF, JPEG tables)."""
+    try:
         if source.data is not None:
             data, path, size = source.data, None, len(source.data)
         else:
@@ -321,9 +339,8 @@ def _describe(members: list, known: dict, new: dict, images: Images,
             reasons.append(v.reason)
         else:
             # Joined through another member (two crops of one original need not overlap).
-            via = next((members[y] for y in range(len(members)) if y != x and
-                        (lambda w: w is not None and w.is_copy)(_lookup(known, members[y], key))),
-                       None)
+            via = next((other for other in members if other != key
+                        and getattr(_lookup(known, other, key), "is_copy", False)), None)
             kinds.append(describe(facts, best)[x])
             reasons.append(f"a copy of {via}, which is in this group" if via is not None
                            else "in this group through its other members")

@@ -68,8 +68,12 @@ def verified_duplicates(store: Store, spec: IndexSpec, threshold: Any, k: int, e
     parts = []
     for members in components(len(keys), found.pairs):
         chosen = {keys[i] for i in members}
-        parts.append(Component(sorted(chosen, key=str), [], {}, set(versions)))
+        parts.append(Component(sorted(chosen, key=str), []))
     part_of = {key: n for n, part in enumerate(parts) for key in part.keys}
+    for pair in versions:
+        a, b = tuple(pair)
+        if a in part_of and part_of[a] == part_of.get(b):
+            parts[part_of[a]].versions.add(pair)
     for a, b, score in pairs:
         part = parts[part_of[a]]
         part.pairs.append((a, b, score))

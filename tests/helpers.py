@@ -105,3 +105,26 @@ def label_photos(db: Path, where: str, label: str = "tabby cat") -> None:
                  "and index_id = (select min(id) from _imgsim_indexes)", (label,))
     conn.commit()
     conn.close()
+
+
+def process_group(pgid: int) -> dict[int, dict]:
+    """The live (not zombie) processes of process group pgid, from /proc: pid ->
+    {"rss", "hwm"} in bytes (Linux only; the tests and benchmarks that use it run there)."""
+    import os
+
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == b"Z":
+                continue
+            with open(f"/proc/{entry}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+        except (OSError, ValueError, IndexError):
+            continue
+        found[int(entry)] = {key: int(status.get(name, "0 kB").split()[0]) * 1024
+                             for key, name in (("rss", "VmRSS"), ("hwm", "VmHWM"))}
+    return found

@@ -14,7 +14,7 @@ from PIL import Image
 from datasette_imgsim.images import ImageError, load_image
 from datasette_imgsim.plugins import get_method
 
-from .helpers import jpeg_bytes
+from .helpers import jpeg_bytes, process_group
 
 
 def encode(img, fmt, **kw):
@@ -204,25 +204,10 @@ def test_high_bit_depth_is_reduced_before_it_is_converted():
 
 def _rss_of_group(pgid: int, peaks: dict) -> int:
     """Sum of VmRSS over process group pgid now; peaks[pid] keeps each one's VmHWM."""
-    import os
-
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                if int(f.read().rsplit(b")", 1)[1].split()[2]) != pgid:
-                    continue
-            with open(f"/proc/{entry}/status") as f:
-                status = dict(line.split(":", 1) for line in f if ":" in line)
-        except (OSError, ValueError, IndexError):
-            continue
-        rss = int(status.get("VmRSS", "0 kB").split()[0]) * 1024
-        hwm = int(status.get("VmHWM", "0 kB").split()[0]) * 1024
-        peaks[int(entry)] = max(peaks.get(int(entry), 0), hwm)
-        total += rss
-    return total
+    group = process_group(pgid)
+    for pid, memory in group.items():
+        peaks[pid] = max(peaks.get(pid, 0), memory["hwm"])
+    return sum(memory["rss"] for memory in group.values())
 
 
 def run_bounded(command, seconds, memory_limit=8 * 1024 ** 3):

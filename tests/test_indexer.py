@@ -12,7 +12,7 @@ from datasette.cli import cli
 
 from datasette_imgsim.store import Store, connect
 
-from .helpers import heic_bytes, jpeg_bytes, row_ids
+from .helpers import heic_bytes, jpeg_bytes, process_group, row_ids
 
 
 def index(*args):
@@ -200,18 +200,7 @@ def test_killed_run_resumes_consistently(tmp_path, photos):
 
 def group_members(pgid: int) -> set:
     """Live (not zombie) processes in process group pgid, from /proc."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            found.add(int(entry))
-    return found
+    return set(process_group(pgid))
 
 
 def _cmdline(pid: int) -> str:

@@ -62,8 +62,7 @@ async def compare_view(datasette, request):
     settings = config(datasette, db.name, table)
     sources = [await row_image_source(db, table, pk, method, settings) for pk in pks]
     loop = asyncio.get_running_loop()
-    facts = [await loop.run_in_executor(None, copies.read_facts, lambda _, s=s: s, None)
-             for s in sources]
+    facts = [await loop.run_in_executor(None, copies.source_facts, s) for s in sources]
     try:
         pixels = [await decoding.decode(s.data if s.data is not None else s.path,
                                         copies.DECODE_SIZE, request) for s in sources]
