@@ -281,6 +281,12 @@ def main():
     report["look-alikes in groups"] = [
         f"{items[int(m.pk)][0]}: {items[int(m.pk)][2]} as {m.kind} ({m.reason})"
         for g in found.groups for m in g.members if items[int(m.pk)][1] == "look-alike"]
+    report["groups joining series"] = [
+        " + ".join(f"{s} ({n})" for s, n in collections.Counter(
+            items[int(m.pk)][0] for m in g.members).most_common())
+        for g in found.groups if len({items[int(m.pk)][0] for m in g.members}) > 1]
+    report["groups"] = [[(items[int(m.pk)][0], items[int(m.pk)][2], m.kind, m.reason)
+                         for m in g.members] for g in found.groups]
     report["best copy"] = best_copies(items, found)
     report["times"] = times
     report["bounds"] = found.candidates
@@ -354,6 +360,9 @@ def render(report) -> str:
     if report["look-alikes in groups"]:
         lines.append("\nLook-alikes grouped as copies (ours):" + "".join(
             f"\n- {line}" for line in report["look-alikes in groups"]))
+    if report["groups joining series"]:
+        lines.append("\nGroups joining two series (ours):" + "".join(
+            f"\n- {line}" for line in report["groups joining series"]))
     b = report["best copy"]
     lines.append(f"\nBest copy: the original chosen in {b['right']} of {b['groups']} groups "
                  f"({100 * b['right'] / max(b['groups'], 1):.0f} %)"

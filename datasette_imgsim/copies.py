@@ -256,9 +256,7 @@ def decide(component: Component, images: Images, deadline: Optional[float] = Non
         members_of.setdefault(groups.find(key), []).append(key)
     for members in members_of.values():
         if len(members) > 1:
-            group = _describe(members, known, new, images, deadline)
-            if group is not None:
-                found.append(group)
+            found.extend(_describe(members, known, new, images, deadline))
     _similar_shots(found, known, groups)
     return Decided(found, new, counts, unverified, sorted(images.failed.items(), key=str),
                    dict(images.seconds))
@@ -291,7 +289,9 @@ def _lookup(known: dict, a, b) -> Optional[Verdict]:
 
 
 def _describe(members: list, known: dict, new: dict, images: Images,
-              deadline) -> Optional[GroupFound]:
+              deadline) -> list[GroupFound]:
+    """The groups of members joined by copy links: one, unless the group-level check
+    below sends some away."""
     members = sorted(members, key=str)
     local = {}
     for x in range(len(members)):
@@ -321,11 +321,22 @@ def _describe(members: list, known: dict, new: dict, images: Images,
         kept = [k for x, k in enumerate(members) if x not in left]
         shots = [(members[x], members[best], _lookup(known, members[best], members[x]).reason)
                  for x in left]
-        if len(kept) < 2:
-            return None
-        found = _describe(kept, known, new, images, deadline)
-        if found is not None:
-            found.similar.extend(shots)
+        found = _describe(kept, known, new, images, deadline) if len(kept) > 1 else []
+        if found:
+            found[0].similar.extend(shots)
+        return found
+    # A member that has nothing in common with the best copy (no matching features,
+    # no agreement as whole frames) joined through a false link elsewhere: two
+    # screenshots of different photos in one viewer's window match on the window.
+    # Such members leave, and form groups of their own by their own copy links.
+    strangers = [key for x, key in enumerate(members) if x != best
+                 and _nothing_in_common(_lookup(known, members[best], key))]
+    if strangers:
+        kept = [k for k in members if k not in strangers]
+        found = _describe(kept, known, new, images, deadline) if len(kept) > 1 else []
+        for linked in _linked_sets(strangers, known):
+            if len(linked) > 1:
+                found.extend(_describe(linked, known, new, images, deadline))
         return found
     kinds, reasons = [], []
     for x, key in enumerate(members):
@@ -345,8 +356,25 @@ def _describe(members: list, known: dict, new: dict, images: Images,
             reasons.append(f"a copy of {via}, which is in this group" if via is not None
                            else "in this group through its other members")
     order = [best] + [x for x in range(len(members)) if x != best]
-    return GroupFound([members[x] for x in order], [kinds[x] for x in order],
-                      [reasons[x] for x in order], best_reason, [facts[x] for x in order])
+    return [GroupFound([members[x] for x in order], [kinds[x] for x in order],
+                       [reasons[x] for x in order], best_reason, [facts[x] for x in order])]
+
+
+def _nothing_in_common(v: Optional[Verdict]) -> bool:
+    return v is not None and not v.is_copy and v.kind == "different"
+
+
+def _linked_sets(keys: list, known: dict) -> list[list]:
+    """keys split into the sets their copy verdicts among themselves join."""
+    groups = _Groups(keys)
+    for x, a in enumerate(keys):
+        for b in keys[x + 1:]:
+            if getattr(_lookup(known, a, b), "is_copy", False):
+                groups.join(a, b)
+    sets: dict = {}
+    for key in keys:
+        sets.setdefault(groups.find(key), []).append(key)
+    return list(sets.values())
 
 
 def _another_frame(v: Optional[Verdict]) -> bool:

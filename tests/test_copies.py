@@ -133,3 +133,24 @@ def test_another_frame_of_the_view_leaves_the_group():
     (group,) = decide(part, NoImages()).groups
     assert sorted(group.members) == ["o", "q30", "small"]
     assert ("x_burst", "o", frame.reason) in group.similar
+
+
+def test_members_with_nothing_in_common_with_the_best_copy_form_their_own_group():
+    # Two screenshots of different photos in one viewer's window match on the window:
+    # one false link joins two groups. The other group's members, compared with the
+    # best copy, have nothing in common with it: they leave and keep their own group.
+    nothing = Verdict(False, "different", "different: no matching features")
+    keys = ["g", "g_q30", "g_shot", "b", "b_q30", "b_shot"]
+    cached = {("g", "g_q30"): COPY, ("g", "g_shot"): COPY, ("b", "b_q30"): COPY,
+              ("b", "b_shot"): COPY, ("g_shot", "b_shot"): COPY}
+    cross = [(a, b) for a in keys[:3] for b in keys[3:] if (a, b) != ("g_shot", "b_shot")]
+    cached.update({pair: nothing for pair in cross})
+    part = Component(keys, [(a, b, 0.1) for a, b in cached], cached)
+    groups = decide(part, NoImages()).groups
+    assert sorted(sorted(g.members) for g in groups) == [["b", "b_q30", "b_shot"],
+                                                         ["g", "g_q30", "g_shot"]]
+    # Merely a similar shot of the best copy (two crops of one photo, featureless
+    # pictures) is no reason to leave: the member stays joined through its copy.
+    cached.update({pair: APART for pair in cross})
+    (group,) = decide(Component(keys, part.pairs, cached), NoImages()).groups
+    assert len(group.members) == 6
