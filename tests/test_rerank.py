@@ -35,6 +35,25 @@ def test_inliers_separate_copies_from_other_pictures(photos):
     assert rerank.inliers(astronaut, other) < rerank.MIN_INLIERS
 
 
+def test_flipped_features_match_a_mirror_like_features_detected_on_it(photos):
+    import cv2
+
+    astronaut = rerank.local_features(photos["astronaut"])
+    mirror = cv2.resize(np.ascontiguousarray(photos["astronaut"][:, ::-1]), (300, 300),
+                        interpolation=cv2.INTER_AREA)
+    target = rerank.local_features(mirror)
+    detected = rerank.local_features(np.ascontiguousarray(photos["astronaut"][:, ::-1]))
+    flipped = astronaut.flipped()
+    assert flipped.points.shape == astronaut.points.shape and flipped.width == astronaut.width
+    found, expected = rerank._inliers(flipped, target), rerank._inliers(detected, target)
+    assert found >= 0.9 * expected and found > 100
+    assert rerank._inliers(astronaut, target) < 0.2 * found  # unflipped, the mirror is lost
+    # Flipping twice gives the features back.
+    twice = flipped.flipped()
+    assert np.allclose(twice.points, astronaut.points)
+    assert np.array_equal(twice.descriptors, astronaut.descriptors)
+
+
 def test_reorder_puts_geometric_matches_first():
     results = [{"pk": p, "distance": d} for p, d in [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]]
     reordered = rerank.reorder(results, {1: 0, 2: 15, 3: 90}, candidates=3)

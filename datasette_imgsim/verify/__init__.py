@@ -188,7 +188,7 @@ def verify_pair(a, b, facts_a=None, facts_b=None) -> Verdict:
     mirrored = False
     if count < 60 and _mirror_likely(a, b, count):
         if a.mirrored is None:
-            a.mirrored = local_features(np.ascontiguousarray(a.rgb[:, ::-1]))
+            a.mirrored = a.features.flipped()
         m_matrix, m_count = _homography(a.mirrored, b.features)
         if m_count > max(count * 1.2, MIN_INLIERS):
             matrix, count, mirrored = m_matrix, m_count, True
