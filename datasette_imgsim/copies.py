@@ -34,6 +34,7 @@ SOURCE_CACHE = 16  # rows' image sources kept (BLOBs among them)
 # the other. ("content differs" is not one: two framings of one photo differ too.)
 CONTENT_REASONS = ("another exposure", "subject moved", "own fine detail")
 CONTAINED = ("crop", "screenshot/border")  # verdict kinds of a frame inside another
+FEATURED = 100  # SIFT keypoints each of two pictures has when no match tells
 ANOTHER_FRAME = 0.85  # overlap (IoU) of a similar shot that is another frame of the view
 
 
@@ -214,10 +215,16 @@ def decide(component: Component, images: Images, deadline: Optional[float] = Non
     groups = _Groups(component.keys)
     unverified = 0
     pending = []
+    # A crop or screenshot with a pending link into a group is not verified against the
+    # group's other members (its best copy is compared with it directly in the end),
+    # nor against another frame linked into that group too: which group such a frame
+    # joins is decided between groups, never within one.
+    linked: dict = {}  # crop or screenshot -> the members it was made of (pending links)
     for a, b, _ in sorted(component.pairs, key=lambda p: p[2]):
         if frozenset((a, b)) in component.versions:
             continue
-        if groups.find(a) == groups.find(b) or groups.kept_apart(a, b):
+        if groups.find(a) == groups.find(b) or groups.kept_apart(a, b) \
+                or _linked_into(groups, linked, a, b):
             counts["skipped"] += 1
             continue
         verdict = known.get((a, b))
@@ -234,6 +241,8 @@ def decide(component: Component, images: Images, deadline: Optional[float] = Non
             known[(a, b)] = new[(a, b)] = verdict
         if verdict.is_copy and verdict.kind in CONTAINED:
             pending.append((a, b, verdict))
+            made, source = (b, a) if verdict.which_is_source == "a" else (a, b)
+            linked.setdefault(made, []).append(source)
         elif verdict.is_copy:
             groups.join(a, b)
         elif tells_apart(verdict):
@@ -260,6 +269,14 @@ def decide(component: Component, images: Images, deadline: Optional[float] = Non
     _similar_shots(found, known, groups)
     return Decided(found, new, counts, unverified, sorted(images.failed.items(), key=str),
                    dict(images.seconds))
+
+
+def _linked_into(groups: _Groups, linked: dict, a, b) -> bool:
+    """Whether either of a pair is a crop or screenshot already linked into the other's
+    group, or both are linked into one group."""
+    into_a = {groups.find(k) for k in linked.get(a, ())}
+    into_b = {groups.find(k) for k in linked.get(b, ())}
+    return groups.find(b) in into_a or groups.find(a) in into_b or bool(into_a & into_b)
 
 
 def _verify(images: Images, a, b) -> tuple[Optional[Verdict], str]:
@@ -330,7 +347,8 @@ def _describe(members: list, known: dict, new: dict, images: Images,
     # screenshots of different photos in one viewer's window match on the window.
     # Such members leave, and form groups of their own by their own copy links.
     strangers = [key for x, key in enumerate(members) if x != best
-                 and _nothing_in_common(_lookup(known, members[best], key))]
+                 and _nothing_in_common(_lookup(known, members[best], key))
+                 and _featured(images, key) and _featured(images, members[best])]
     if strangers:
         kept = [k for k in members if k not in strangers]
         found = _describe(kept, known, new, images, deadline) if len(kept) > 1 else []
@@ -362,6 +380,14 @@ def _describe(members: list, known: dict, new: dict, images: Images,
 
 def _nothing_in_common(v: Optional[Verdict]) -> bool:
     return v is not None and not v.is_copy and v.kind == "different"
+
+
+def _featured(images: Images, key) -> bool:
+    """Enough keypoints that finding no match between two pictures means they share
+    nothing (a featureless crop of a smooth dial matches nothing either)."""
+    prepared = images.signatures(key)
+    features = None if prepared is None else prepared.features
+    return features is not None and len(features.points) >= FEATURED
 
 
 def _linked_sets(keys: list, known: dict) -> list[list]:
