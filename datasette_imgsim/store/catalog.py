@@ -338,12 +338,16 @@ class Store:
                 and ann.graph_for_query(self.conn, spec) is not None)
 
     def refresh_ann(self, spec: IndexSpec, save: Optional[bool] = None,
-                    rebuild: bool = False) -> dict:
-        """Bring the index's derived HNSW graph (store/ann.py) up to the committed rows:
-        call after committing a batch (cheap: applies that batch), and with save=True at
-        the end of a run (writes the graph file beside the index database). Enables the
+                    rebuild: bool = False, background: bool = False) -> dict:
+        """Bring the index's derived HNSW graph (store/ann.py) up to the committed rows.
+        With background=True, after committing a batch: returns at once, and a thread
+        of this process applies the batch to the graph (queries cover what it has not
+        applied yet by an exact scan beside the graph). Without, at the end of a run:
+        stops that thread, applies the rest, and saves the graph file beside the index
+        database when due (always with save=True, never with save=False). Enables the
         graph on an index made before it existed. Outside a transaction. Returns what
-        it did: {"graph", "built", "generation", "saved", "rows", "seconds"}."""
+        it did: {"graph", "built", "generation", "saved", "rows", "seconds"}, or
+        {"graph", "background"}."""
         from . import ann
 
         if not isinstance(self.backend, Vec0Backend) or not ann.eligible(spec):
@@ -353,6 +357,8 @@ class Store:
                 ann.create_log(self.conn, spec)
                 spec.params = {**spec.params, "ann": ann.new_params(spec)}
                 save_params(self.conn, spec)
+        if background:
+            return ann.refresh_in_background(self.conn, spec)
         return ann.refresh(self.conn, spec, save=save, rebuild=rebuild)
 
     def load_vectors(self, spec: IndexSpec) -> tuple[list, np.ndarray]:
