@@ -8,27 +8,22 @@ apart by their content (another exposure, a moved subject, its own fine detail):
 frame that is not a copy of the original is not a copy of the original's crop either.
 Crops and screenshots join their groups last, the most faithful link first: a crop can
 lie inside a burst's next frame as well as inside its original.
-Each verdict comes from the cache (store/verdicts.py), else from settle() (signatures
+Images (copy_images.py) reads each image once. Each verdict comes from the cache (store/verdicts.py), else from settle() (signatures
 only), else from verify_pair() (SIFT geometry and content). A pair the app declares as
 versions, or a RAW+JPEG pair of one shot, is never a copy edge (versions.py).
 """
 from __future__ import annotations
 
-import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Optional
 
 from . import verify
-from .bestcopy import Facts, apply_verdicts, choose_best, describe, facts_of
+from .bestcopy import apply_verdicts, choose_best, describe
+from .copy_images import DECODE_SIZE, Images, read_facts, source_facts  # noqa: F401
 from .verify import Verdict
 
 VERIFIER_VERSION = 3  # bump when verify.py's verdicts change: cached ones are then redone
-DECODE_SIZE = 256  # the shorter side images are decoded at (verify matches at 384 long)
-HEAD_BYTES = 2 * 1024 * 1024  # of a file, enough for its header, EXIF and JPEG tables
-PREPARED_CACHE = 2000  # images' signatures kept per worker (~0.3 MB each with SIFT)
-SOURCE_CACHE = 16  # rows' image sources kept (BLOBs among them)
 # Not-a-copy verdicts that compared the same region's content, at comparable detail:
 # the two groups show different moments or exposures, so no member of one is a copy of
 # the other. ("content differs" is not one: two framings of one photo differ too.)
@@ -74,105 +69,6 @@ class Decided:
     unverified: int = 0
     unreadable: list = field(default_factory=list)  # (key, message)
     seconds: dict = field(default_factory=dict)  # per stage (Images.seconds)
-
-
-class Images:
-    """Signatures and facts of a component's images, read through load(key) ->
-    ImageSource (thumbnails.ImageSource: .data or .path), each once."""
-
-    def __init__(self, load: Callable[[Any], Any]):
-        self.load = load
-        self.prepared: OrderedDict = OrderedDict()
-        self.sources: OrderedDict = OrderedDict()
-        self.facts: dict = {}
-        self.failed: dict = {}
-        # Seconds spent per stage (what bench/duplicates_accuracy.py reports).
-        self.seconds = {"decode": 0.0, "settle": 0.0, "features": 0.0, "verify": 0.0,
-                        "facts": 0.0}
-
-    def _source(self, key):
-        # A pair's images are decoded, then their facts read, moments apart: a few recent
-        # sources are kept so each row is looked up (and a BLOB read) once.
-        if key in self.sources:
-            self.sources.move_to_end(key)
-            return self.sources[key]
-        source = self.sources[key] = self.load(key)
-        if len(self.sources) > SOURCE_CACHE:
-            self.sources.popitem(last=False)
-        return source
-
-    def signatures(self, key) -> Optional[verify.Prepared]:
-        if key in self.failed:
-            return None
-        if key in self.prepared:
-            self.prepared.move_to_end(key)
-            return self.prepared[key]
-        from .images import load_image
-
-        started = time.perf_counter()
-        try:
-            source = self._source(key)
-            pixels = load_image(source.data if source.data is not None else source.path,
-                                DECODE_SIZE)
-            found = verify.prepare(pixels, features=False)
-        except Exception as e:  # noqa: BLE001 - one unreadable image costs its pairs only
-            self.failed[key] = _one_line(e)
-            return None
-        finally:
-            self.seconds["decode"] += time.perf_counter() - started
-        self.prepared[key] = found
-        if len(self.prepared) > PREPARED_CACHE:
-            self.prepared.popitem(last=False)
-        return found
-
-    def facts_of(self, key) -> Facts:
-        if key not in self.facts:
-            started = time.perf_counter()
-            self.facts[key] = read_facts(self._source, key)
-            self.seconds["facts"] += time.perf_counter() - started
-        return self.facts[key]
-
-    def features(self, prepared: verify.Prepared) -> None:
-        if prepared.features is None:
-            started = time.perf_counter()
-            verify.with_features(prepared)
-            self.seconds["features"] += time.perf_counter() - started
-
-
-def read_facts(load, key) -> Facts:
-    """bestcopy.Facts of one row's image (load(key) -> its ImageSource)."""
-    try:
-        source = load(key)
-    except Exception:  # noqa: BLE001 - facts are best effort
-        return Facts()
-    return source_facts(source)
-
-
-def source_facts(source) -> Facts:
-    """bestcopy.Facts of an ImageSource from its header (dimensions, EXIF, JPEG tables)."""
-    try:
-        if source.data is not None:
-            data, path, size = source.data, None, len(source.data)
-        else:
-            path, size = str(source.path), os.path.getsize(source.path)
-            with open(source.path, "rb") as f:
-                data = f.read(HEAD_BYTES)
-    except Exception:  # noqa: BLE001 - facts are best effort
-        return Facts()
-    facts = facts_of(data, path)
-    facts.size = size
-    if facts.width is None:
-        from .images import image_size
-
-        try:  # RAW, HEIC, video: what the thumbnails and index read
-            facts.width, facts.height = image_size(data)
-        except Exception:  # noqa: BLE001
-            pass
-    return facts
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 class _Groups:
