@@ -23,7 +23,7 @@ from .bestcopy import apply_verdicts, choose_best, describe
 from .copy_images import DECODE_SIZE, Images, read_facts, source_facts  # noqa: F401
 from .verify import Verdict
 
-VERIFIER_VERSION = 3  # bump when verify.py's verdicts change: cached ones are then redone
+VERIFIER_VERSION = 4  # bump when verify.py's verdicts change: cached ones are then redone
 # Not-a-copy verdicts that compared the same region's content, at comparable detail:
 # the two groups show different moments or exposures, so no member of one is a copy of
 # the other. ("content differs" is not one: two framings of one photo differ too.)

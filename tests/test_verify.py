@@ -171,3 +171,17 @@ def test_swapped_exchanges_a_and_b(chelsea, original):
     verdict = verify_pair(original, jpeg(crop(chelsea, 0.64)))
     back = verdict.swapped()
     assert (back.kind, back.which_is_source, back.reason) == ("crop", "b", verdict.reason)
+
+
+@pytest.mark.parametrize("captioned_first", [False, True])
+def test_caption_over_a_smooth_picture_is_the_edited_side(captioned_first):
+    """A translucent caption over a smooth wall (scikit-image's clock): the wall under
+    the banner is flatter than the banner itself, yet the banner, its text and the
+    logo are what the captioned side has and the plain one lacks."""
+    clock = photo("clock")
+    plain, captioned = prepare(jpeg(clock)), prepare(jpeg(caption(clock)))
+    pair, edited = ((captioned, plain), "a") if captioned_first else ((plain, captioned), "b")
+    verdict = verify_pair(*pair)
+    assert verdict.is_copy and verdict.kind == "overlay", verdict
+    assert verdict.edited == edited, verdict
+    assert verdict.which_is_source == {"a": "b", "b": "a"}[edited], verdict

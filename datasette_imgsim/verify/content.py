@@ -22,6 +22,8 @@ BLUR = 1.2  # sigma at LOW
 NATIVE = 0.9  # of a picture's own pixels per matched pixel, for fine detail to tell
 SHARPER = 0.5  # fine-detail spread ratio under which one side is a blurred copy
 SMOOTH = 2.0  # band-passed grey spread (0-255) under which a picture has no fine detail
+STROKE = 48  # 3x3 range of a drawn edge (text, a banner's rim) ...
+CALM = 12  # ... where the other side's picture is this calm
 
 
 def _ncc(x: np.ndarray, y: np.ndarray) -> float:
@@ -215,25 +217,62 @@ def _few_colours(rgb: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sort(counts)[-6:].sum() / len(codes))
 
 
+def _spread(x: np.ndarray) -> np.ndarray:
+    """3x3 range of each pixel, the largest over the channels."""
+    k = np.ones((3, 3), np.uint8)
+    return np.atleast_3d(cv2.dilate(x, k).astype(np.int16) - cv2.erode(x, k)).max(axis=2)
+
+
 def _flat(rgb: np.ndarray, mask: np.ndarray) -> float:
     """Share of the masked pixels in flat fills (borders, banners): 3x3 range <= 2."""
     if mask.sum() < 50:
         return 0.0
-    k = np.ones((3, 3), np.uint8)
-    spread = np.atleast_3d(cv2.dilate(rgb, k).astype(np.int16) - cv2.erode(rgb, k)).max(axis=2)
-    return float((spread[mask] <= 2).mean())
+    return float((_spread(rgb)[mask] <= 2).mean())
+
+
+def _departure(grey: np.ndarray, bad: np.ndarray, ring: np.ndarray) -> float:
+    """How unlike its surroundings a side's disagreeing region is: a banner or logo
+    shifts the level and the spread of what lies under it; the picture itself goes
+    on across the edge of the region (a smooth wall under a caption stays a wall)."""
+    (inner_mean,), (inner_std,) = (v.ravel() for v in cv2.meanStdDev(grey, mask=bad))
+    (outer_mean,), (outer_std,) = (v.ravel() for v in cv2.meanStdDev(grey, mask=ring))
+    return (abs(inner_mean - outer_mean) / (outer_std + 8.0)
+            + 2.0 * abs(np.log((inner_std + 2.0) / (outer_std + 2.0))))
 
 
 def _which_edited(ref, ref_rgb, found) -> Optional[str]:
-    """The one whose disagreeing blocks are flatter fills (a banner, a logo)."""
-    bad = cv2.resize(found["bad"].astype(np.uint8), ref_rgb.shape[1::-1],
-                     interpolation=cv2.INTER_NEAREST) > 0
-    bad &= found["mask"] > 0
-    flat_ref = _flat(cv2.cvtColor(ref_rgb, cv2.COLOR_RGB2GRAY), bad)
-    flat_other = _flat(found["warped"], bad)
-    if abs(flat_ref - flat_other) < 0.05:
+    """The side carrying an overlay: the one whose disagreeing blocks hold what the
+    other lacks - flat fills, drawn strokes (text, a banner's rim) where the other is
+    calm, a level and spread unlike the picture around them - and not merely the
+    flatter one (the smooth wall or sky under a translucent caption is flatter than
+    the caption)."""
+    size = ref_rgb.shape[1::-1]
+    inside = found["mask"] > 0
+    blocks = found["bad"].astype(np.uint8)
+    bad = (cv2.resize(blocks, size, interpolation=cv2.INTER_NEAREST) > 0) & inside
+    count = int(bad.sum())
+    if count < 50:
         return None
-    return ref if flat_ref > flat_other else ("b" if ref == "a" else "a")
+    # The blocks around the disagreeing ones: the picture both sides agree on.
+    around = cv2.dilate(blocks, np.ones((3, 3), np.uint8)) & (1 - blocks)
+    ring = (cv2.resize(around, size, interpolation=cv2.INTER_NEAREST) > 0) & inside
+    grey_ref = cv2.cvtColor(ref_rgb, cv2.COLOR_RGB2GRAY)
+    grey_other = found["warped"]
+    spread_ref, spread_other = _spread(grey_ref), _spread(grey_other)
+    bad8, ring8 = bad.view(np.uint8), ring.view(np.uint8)
+    use_ring = ring.sum() >= 50
+
+    def overlaid(grey, spread, calm):
+        flat = np.count_nonzero((spread <= 2) & bad)
+        strokes = np.count_nonzero((spread >= STROKE) & (calm < CALM) & bad)
+        return ((_departure(grey, bad8, ring8) if use_ring else 0.0)
+                + (2.0 * flat + 5.0 * strokes) / count)
+
+    score = (overlaid(grey_ref, spread_ref, spread_other)
+             - overlaid(grey_other, spread_other, spread_ref))
+    if abs(score) < 0.05:
+        return None
+    return ref if score > 0 else ("b" if ref == "a" else "a")
 
 
 def _density(p: Prepared) -> float:
