@@ -8,7 +8,9 @@ SQLite stays the source of truth; the graph is never trusted beyond what it says
   answers a query as it is when it is current. When it is up to DELTA_ROWS changes
   behind the generation the query's connection sees, the changed rows (a Delta, read
   once per generation and cached) are searched exactly beside it and the removed ones
-  dropped, so the answer covers every committed row; queries never change the graph.
+  dropped, so the answer covers every committed row; a query never changes the graph
+  (only a batch user of the whole graph, duplicates' neighbours through
+  GraphView.index, first applies its delta to it, under the graph's lock).
   Further behind, inside a write transaction (which may yet roll back), or with no
   graph at all, the caller falls back to the exact/pre-filter path.
 - The graph is brought forward off the query and write paths: ``refresh_in_background``
