@@ -3,6 +3,7 @@
     python bench/query_speed.py                      # 10k and 100k vectors
     python bench/query_speed.py --sizes 10000,100000,1000000   # + 1M (~12 GB disk, ~11 GB RAM:
                                                                # vectors + the HNSW graph)
+    python bench/query_speed.py --libraries          # + hnswlib, usearch, faiss beside
 
 For each size it builds (once, cached under $IMGSIM_BENCH_CACHE, default
 /tmp/imgsim-bench) a photos table with a 1280-d `cnn` index and a 64-bit `phash`
@@ -155,7 +156,32 @@ async def page_client(path: Path):
     return ds
 
 
-def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator) -> dict:
+def library_rows(X: np.ndarray, pks, held_out, truths: dict, held_truths: dict) -> list:
+    """The in-process ANN libraries of bench/ann_speed.py built on the same vectors and
+    asked the same queries: (name, build s, p50 ms, p95 ms, recall rows, recall held-out)."""
+    from ann_speed import libraries
+
+    out = []
+    for name, build in libraries(X):
+        t = time.monotonic()
+        search = build()
+        built = time.monotonic() - t
+        times, rows, held = [], [], []
+        for i, pk in enumerate(pks):
+            t0 = time.perf_counter()
+            found = [int(j) + 1 for j in search(X[pk - 1], 11)]
+            times.append((time.perf_counter() - t0) * 1000)
+            rows.append(len(set(truths[i]) & (set(found) - {pk})) / 10)
+            h = held_out[i % len(held_out)]
+            held.append(len(held_truths[i] & {int(j) + 1 for j in search(h, 10)}) / 10)
+        out.append((name, built, percentile(times, 50), percentile(times, 95),
+                    float(np.mean(rows)), float(np.mean(held))))
+        del search
+    return out
+
+
+def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator,
+             with_libraries: bool = False) -> dict:
     path = CACHE / f"query_{n}.db"
     CACHE.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
@@ -175,6 +201,8 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator) 
     recalls = {"similar_images()": [], "pre-filter only": [], "held-out": [],
                "held-out, pre-filter only": []}
     pks = rng.choice(n, size=queries + 2, replace=False) + 1
+    truths: dict = {}  # pk -> numpy's exact 10 (for the libraries' recall)
+    held_truths: dict = {}
     # Two warm-up queries: first reads from disk, the projection, the routes.
     for i, pk in enumerate(pks):
         pk = int(pk)
@@ -224,6 +252,7 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator) 
                     ds = None
         if i < 2:
             continue
+        truths[pk], held_truths[pk] = exact, held_exact
         for name, seconds in row.items():
             times[name].append(seconds * 1000)
         recalls["similar_images()"].append(len(set(exact) & {r["pk"] for r in found}) / 10)
@@ -237,7 +266,13 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator) 
     disk = sizes_on_disk(conn, {"cnn floats": "_imgsim_photos_cnn", "cnn bits": "_imgsim_photos_cnn_bits",
                                 "phash": "_imgsim_photos_phash", "_imgsim_items": "_imgsim_items"})
     conn.close()
+    timed = [int(pk) for pk in pks[2:]]
+    held_for = {i: held_truths[pk] for i, pk in enumerate(timed)}
+    found_libraries = library_rows(
+        X, timed, [held_out[(j + 2) % len(held_out)] for j in range(len(timed))],
+        {i: truths[pk] for i, pk in enumerate(timed)}, held_for) if with_libraries else []
     return {"n": n, "times": times, "recall": {k: float(np.mean(v)) for k, v in recalls.items()},
+            "libraries": found_libraries,
             "disk": disk, "build_seconds": build_seconds, "graph_seconds": graph_seconds,
             "graph_disk": graph_disk, "graph": graph}
 
@@ -275,6 +310,9 @@ def main(argv=None):
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated index sizes")
     parser.add_argument("--queries", type=int, default=60, help="timed queries per size")
     parser.add_argument("--budget", type=float, default=1800, help="seconds; no new size starts after")
+    parser.add_argument("--libraries", action="store_true",
+                        help="also build hnswlib, usearch and faiss (bench/ann_speed.py's settings) "
+                             "on the same vectors and time the same queries (minutes per 100k)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     seeds = real_embeddings()
@@ -284,10 +322,11 @@ def main(argv=None):
         if time.monotonic() - started > args.budget:
             print(f"skipping {n:,}: over the {args.budget:.0f} s budget", file=sys.stderr)
             continue
-        results.append(run_size(n, args.queries, seeds, rng))
+        results.append(run_size(n, args.queries, seeds, rng, args.libraries))
 
     print(f"\nMachine: {machine()}")
-    print(f"Command: python bench/query_speed.py --sizes {args.sizes} --queries {args.queries}\n")
+    print(f"Command: python bench/query_speed.py --sizes {args.sizes} --queries {args.queries}"
+          + (" --libraries" if args.libraries else "") + "\n")
     rows = []
     for r in results:
         t = r["times"]
@@ -306,6 +345,14 @@ def main(argv=None):
                 ratio = f"{ratio}, {extra}"
             rows.append([f"{r['n']:,}", name, f"{p50:.1f}", f"{p95:.1f}", ratio or extra])
     print(table(["vectors", "query", "p50 ms", "p95 ms", "similar_images() speed-up / recall"], rows))
+    library_table = [[f"{r['n']:,}", name, f"{built:.0f}", f"{p50:.2f}", f"{p95:.2f}",
+                      f"{rows_recall:.3f} / {held_recall:.3f}"]
+                     for r in results for name, built, p50, p95, rows_recall, held_recall
+                     in r["libraries"]]
+    if library_table:
+        print("\nIn-process ANN libraries on the same vectors and queries (one thread a query):")
+        print(table(["vectors", "library", "build s", "p50 ms", "p95 ms",
+                     "recall@10 rows / held-out"], library_table))
     if results:
         print("\nHNSW graph (M 16, construction ef 200, search ef 48) beside the index:")
         print(table(["vectors", "build s (2 threads)", "file per 100k images"],
