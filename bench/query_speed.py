@@ -156,9 +156,10 @@ async def page_client(path: Path):
     return ds
 
 
-def library_rows(X: np.ndarray, pks, held_out, truths: dict, held_truths: dict) -> list:
+def library_rows(X: np.ndarray, cases: list) -> list:
     """The in-process ANN libraries of bench/ann_speed.py built on the same vectors and
-    asked the same queries: (name, build s, p50 ms, p95 ms, recall rows, recall held-out)."""
+    asked the same queries: cases are (pk, exact 10 of the row, held-out vector, its
+    exact 10). Rows (name, build s, p50 ms, p95 ms, recall rows, recall held-out)."""
     from ann_speed import libraries
 
     out = []
@@ -167,16 +168,14 @@ def library_rows(X: np.ndarray, pks, held_out, truths: dict, held_truths: dict) 
         search = build()
         built = time.monotonic() - t
         times, rows, held = [], [], []
-        for i, pk in enumerate(pks):
+        for pk, truth, h, held_truth in cases:
             t0 = time.perf_counter()
-            found = [int(j) + 1 for j in search(X[pk - 1], 11)]
+            found = {int(j) + 1 for j in search(X[pk - 1], 11)}
             times.append((time.perf_counter() - t0) * 1000)
-            rows.append(len(set(truths[i]) & (set(found) - {pk})) / 10)
-            h = held_out[i % len(held_out)]
-            held.append(len(held_truths[i] & {int(j) + 1 for j in search(h, 10)}) / 10)
+            rows.append(len(set(truth) & (found - {pk})) / 10)
+            held.append(len(held_truth & {int(j) + 1 for j in search(h, 10)}) / 10)
         out.append((name, built, percentile(times, 50), percentile(times, 95),
                     float(np.mean(rows)), float(np.mean(held))))
-        del search
     return out
 
 
@@ -201,8 +200,7 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator,
     recalls = {"similar_images()": [], "pre-filter only": [], "held-out": [],
                "held-out, pre-filter only": []}
     pks = rng.choice(n, size=queries + 2, replace=False) + 1
-    truths: dict = {}  # pk -> numpy's exact 10 (for the libraries' recall)
-    held_truths: dict = {}
+    cases = []  # (pk, exact 10, held-out vector, its exact 10): the libraries' queries
     # Two warm-up queries: first reads from disk, the projection, the routes.
     for i, pk in enumerate(pks):
         pk = int(pk)
@@ -252,7 +250,7 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator,
                     ds = None
         if i < 2:
             continue
-        truths[pk], held_truths[pk] = exact, held_exact
+        cases.append((pk, exact, h, held_exact))
         for name, seconds in row.items():
             times[name].append(seconds * 1000)
         recalls["similar_images()"].append(len(set(exact) & {r["pk"] for r in found}) / 10)
@@ -266,11 +264,7 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator,
     disk = sizes_on_disk(conn, {"cnn floats": "_imgsim_photos_cnn", "cnn bits": "_imgsim_photos_cnn_bits",
                                 "phash": "_imgsim_photos_phash", "_imgsim_items": "_imgsim_items"})
     conn.close()
-    timed = [int(pk) for pk in pks[2:]]
-    held_for = {i: held_truths[pk] for i, pk in enumerate(timed)}
-    found_libraries = library_rows(
-        X, timed, [held_out[(j + 2) % len(held_out)] for j in range(len(timed))],
-        {i: truths[pk] for i, pk in enumerate(timed)}, held_for) if with_libraries else []
+    found_libraries = library_rows(X, cases) if with_libraries else []
     return {"n": n, "times": times, "recall": {k: float(np.mean(v)) for k, v in recalls.items()},
             "libraries": found_libraries,
             "disk": disk, "build_seconds": build_seconds, "graph_seconds": graph_seconds,

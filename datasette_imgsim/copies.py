@@ -7,10 +7,13 @@ verified (the group already holds them); nor is a pair whose groups were already
 apart by their content (another exposure, a moved subject, its own fine detail): a burst
 frame that is not a copy of the original is not a copy of the original's crop either.
 Crops and screenshots join their groups last, the most faithful link first: a crop can
-lie inside a burst's next frame as well as inside its original.
-Images (copy_images.py) reads each image once. Each verdict comes from the cache (store/verdicts.py), else from settle() (signatures
-only), else from verify_pair() (SIFT geometry and content). A pair the app declares as
-versions, or a RAW+JPEG pair of one shot, is never a copy edge (versions.py).
+lie inside a burst's next frame as well as inside its original; one already linked into
+a group is not verified against the group's other members. Once a group stands, each
+member is compared with its best copy: one with nothing in common with it leaves.
+Images (copies_images.py) reads each image once. Each verdict comes from the cache
+(store/verdicts.py), else from settle() (signatures only), else from verify_pair()
+(SIFT geometry and content). A pair the app declares as versions, or a RAW+JPEG pair
+of one shot, is never a copy edge (versions.py).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from typing import Optional
 
 from . import verify
 from .bestcopy import apply_verdicts, choose_best, describe
-from .copy_images import DECODE_SIZE, Images, read_facts, source_facts  # noqa: F401
+from .copies_images import DECODE_SIZE, Images, read_facts, source_facts  # noqa: F401
 from .verify import Verdict
 
 VERIFIER_VERSION = 4  # bump when verify.py's verdicts change: cached ones are then redone

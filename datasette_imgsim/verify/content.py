@@ -245,7 +245,14 @@ def _which_edited(ref, ref_rgb, found) -> Optional[str]:
     other lacks - flat fills, drawn strokes (text, a banner's rim) where the other is
     calm, a level and spread unlike the picture around them - and not merely the
     flatter one (the smooth wall or sky under a translucent caption is flatter than
-    the caption)."""
+    the caption). Asked twice per pair (_overlaid, then the verdict): computed once."""
+    key = ("edited", ref)
+    if key not in found:
+        found[key] = _edited_side(ref, ref_rgb, found)
+    return found[key]
+
+
+def _edited_side(ref, ref_rgb, found) -> Optional[str]:
     size = ref_rgb.shape[1::-1]
     inside = found["mask"] > 0
     blocks = found["bad"].astype(np.uint8)
