@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
+
 from .errors import DuplicatesError
 from .neighbours import DEFAULT_NEIGHBOURS, EXACT_LIMIT, neighbour_pairs, prepared
 from .store import IndexSpec, Store
@@ -56,46 +58,69 @@ def candidate_pairs(store: Store, specs: list[IndexSpec], bounds: Optional[dict]
     bounds = default_bounds(specs) if bounds is None else bounds
     keys: list = []
     position: dict[Any, int] = {}
-    pairs: dict[tuple[int, int], float] = {}
-    found: dict[tuple[int, int], tuple[str, float]] = {}
+    found = []  # per index: (pairs (m, 2) into keys, scores, distances, method number)
+    methods = []
     for spec in specs:
         if spec.method not in bounds:
             continue
         bound = bounds[spec.method]
-        if spec.element_type == "float" and store.counts(spec)["indexed"] > exact_limit \
-                and store.graph_ready(spec):
-            # A large index with its HNSW graph: every row's k neighbours from the graph.
-            pks, found_pairs = _graph_pairs(store, spec, bound, k)
-        else:
-            pks, raw = store.load_vectors(spec)
-            found_pairs = (neighbour_pairs(prepared(raw, spec.metric), spec.metric, bound, k,
-                                           exact_limit) if len(pks) else ())
-        here = []
-        for pk in pks:
+        pks, near, dist = near_pairs(store, spec, bound, k, exact_limit)
+        here = np.empty(len(pks), dtype=np.int64)
+        for n, pk in enumerate(pks):
             if pk not in position:
                 position[pk] = len(keys)
                 keys.append(pk)
-            here.append(position[pk])
-        for i, j, distance in found_pairs:
-            a, b = sorted((here[i], here[j]))
-            if a == b:
-                continue
-            score = max(distance, 0.0) / bound if bound > 0 else 0.0
-            if score < pairs.get((a, b), float("inf")):
-                pairs[(a, b)] = score
-                found[(a, b)] = (spec.method, float(distance))
-    return Candidates(keys, pairs, found, dict(bounds), len(keys))
+            here[n] = position[pk]
+        near = np.sort(here[near], axis=1)
+        score = np.maximum(dist, 0.0) / bound if bound > 0 else np.zeros(len(dist))
+        found.append((near, score, dist, np.full(len(dist), len(methods))))
+        methods.append(spec.method)
+    pairs, scores, dist, method = (np.concatenate(parts) for parts in zip(*found)) if found \
+        else (np.empty((0, 2), np.int64), np.empty(0), np.empty(0), np.empty(0, np.int64))
+    keep = pairs[:, 0] != pairs[:, 1]
+    pairs, scores, dist, method = pairs[keep], scores[keep], dist[keep], method[keep]
+    # Each pair once (it is found from both ends, and by each index): its smallest score.
+    order = np.lexsort((scores, pairs[:, 1], pairs[:, 0]))
+    pairs, scores, dist, method = pairs[order], scores[order], dist[order], method[order]
+    first = np.ones(len(pairs), bool)
+    first[1:] = (pairs[1:] != pairs[:-1]).any(1)
+    pairs, scores, dist, method = pairs[first], scores[first], dist[first], method[first]
+    keys_of = list(map(tuple, pairs.tolist()))
+    return Candidates(keys, dict(zip(keys_of, scores.tolist())),
+                      dict(zip(keys_of, zip((methods[m] for m in method.tolist()),
+                                            dist.tolist()))),
+                      dict(bounds), len(keys))
 
 
-def _graph_pairs(store: Store, spec: IndexSpec, bound: float, k: int):
-    """(pks, [(i, j, distance)]) of each row's neighbours within bound, from
-    Store.neighbours (the graph's batch search)."""
-    import numpy as np
+def near_pairs(store: Store, spec: IndexSpec, bound: float, k: int = DEFAULT_NEIGHBOURS,
+               exact_limit: int = EXACT_LIMIT, groups_only: bool = False
+               ) -> tuple[list, np.ndarray, np.ndarray]:
+    """(pks, pairs (m, 2) of positions into pks, their distances (m,)): each indexed row
+    linked to its at most k nearest others within bound (a pair may appear from both
+    ends). A float index above exact_limit rows with a current HNSW graph answers from
+    the graph's batch search (Store.neighbours: no vector matrix is loaded); else an
+    exact or cell-wise scan of the vectors (neighbours.neighbour_pairs).
 
-    pks, positions, dist = store.neighbours(spec, k)
-    rows, cols = np.nonzero((positions >= 0) & (dist <= bound + 1e-6))
-    return pks, [(int(i), int(positions[i, c]), float(dist[i, c]))
-                 for i, c in zip(rows.tolist(), cols.tolist()) if positions[i, c] != i]
+    groups_only: the caller only joins the pairs into connected groups, so above
+    exact_limit the saved graph's own links within bound serve (Store.linked_pairs:
+    the same groups, not each row's k nearest, at a fraction of the cost)."""
+    large = spec.element_type == "float" and store.counts(spec)["indexed"] > exact_limit
+    if large and groups_only:
+        linked = store.linked_pairs(spec, bound, k)
+        if linked is not None:
+            return linked
+    if large and store.graph_ready(spec):
+        pks, positions, dist = store.neighbours(spec, k)
+        rows, slots = np.nonzero((positions >= 0) & (dist <= bound + 1e-6))
+        cols, near_d = positions[rows, slots], dist[rows, slots]
+        keep = rows != cols
+        return pks, np.stack([rows[keep], cols[keep]], 1), near_d[keep].astype(np.float64)
+    pks, raw = store.load_vectors(spec)
+    if not len(pks):
+        return pks, np.empty((0, 2), np.int64), np.empty(0)
+    found = list(neighbour_pairs(prepared(raw, spec.metric), spec.metric, bound, k, exact_limit))
+    near = np.array([(i, j) for i, j, _ in found], dtype=np.int64).reshape(-1, 2)
+    return pks, near, np.array([d for *_, d in found], dtype=np.float64)
 
 
 def components(n: int, pairs) -> list[list[int]]:

@@ -4,10 +4,11 @@ into connected groups with union-find.
 
 The work is a sequence of pure steps over one index's vectors:
 
-    load_vectors (store) -> neighbour_pairs (numpy) -> connected_groups (union-find)
-    -> describe (file sizes, dimensions, distance to each group's best copy)
+    candidates.near_pairs (the HNSW graph's batch search, or an exact/cell-wise scan)
+    -> connected_groups (union-find) -> describe (file sizes, dimensions, distance to
+    each group's best copy, from the grouped rows' vectors only)
 
-The neighbour search itself is in neighbours.py.
+The neighbour search itself is in neighbours.py and store/.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from .store import IndexSpec, Store
 # scene) as the method allows, so those are grouped only when a larger threshold asks.
 # A method that sets none (a plugin's) gets this:
 FALLBACK_THRESHOLD = 0.05
+# Grouped rows whose vectors (and file facts) are held at once while groups are described.
+VECTORS_AT_ONCE = 20_000
 
 
 def _method(name: str):
@@ -67,14 +70,6 @@ def parse_threshold(value: Any, method: str) -> float:
     if not threshold >= 0 or threshold == float("inf"):
         raise DuplicatesError(f"threshold must be zero or more, not {value!r}")
     return threshold
-
-
-# --- vectors -----------------------------------------------------------------------
-
-
-def load_vectors(store: Store, spec: IndexSpec) -> tuple[list, np.ndarray]:
-    """Every indexed row's pk and vector: (pks, float32 matrix (n, dims) or uint8 (n, dims/8))."""
-    return store.load_vectors(spec)
 
 
 # --- groups with their facts ---------------------------------------------------------
@@ -155,20 +150,38 @@ def find_duplicates(store: Store, spec: IndexSpec, threshold: Any = None,
     threshold = parse_threshold(threshold, spec.method)
     if k < 1:
         raise DuplicatesError("neighbours must be at least 1")
-    pks, raw = load_vectors(store, spec)
-    vectors = prepared(raw, spec.metric)
-    pairs = list(neighbour_pairs(vectors, spec.metric, threshold, k, exact_limit))
+    from .candidates import near_pairs
+
+    pks, pairs, _ = near_pairs(store, spec, threshold, k, exact_limit, groups_only=True)
     components = connected_groups(len(pks), pairs)
-    facts = _row_facts(store, spec, [pks[i] for c in components for i in c]) if describe else {}
+    limits = (exact_distance(spec.method), copy_threshold(spec.method))
     groups = []
-    for component in components:
-        groups.append(_group(spec, component, pks, vectors, facts))
+    for chunk in _chunks(components, VECTORS_AT_ONCE):
+        # Only these groups' vectors at a time: at 1M rows the whole matrix is 5 GB.
+        rows = [i for c in chunk for i in c]
+        vectors = dict(zip(rows, prepared(store.vectors_of(spec, [pks[i] for i in rows]),
+                                          spec.metric)))
+        facts = _row_facts(store, spec, [pks[i] for i in rows]) if describe else {}
+        groups += [_group(spec, component, pks, vectors, facts, limits) for component in chunk]
     groups.sort(key=lambda g: (-len(g.members), str(g.members[0].pk)))
     return Duplicates(spec.method, spec.metric, threshold, len(pks), groups,
                       time.monotonic() - started, verified=False)
 
 
-def _group(spec, component, pks, vectors, facts) -> Group:
+def _chunks(components: list, rows: int):
+    """The components in runs of about `rows` rows."""
+    run, size = [], 0
+    for component in components:
+        run.append(component)
+        size += len(component)
+        if size >= rows:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
+
+
+def _group(spec, component, pks, vectors, facts, limits) -> Group:
     def quality(i):
         size, width, height = facts.get(pks[i], (None, None, None, None))[1:]
         return ((width or 0) * (height or 0), size or 0)
@@ -176,26 +189,30 @@ def _group(spec, component, pks, vectors, facts) -> Group:
     # The best copy by distance alone: the most pixels, then the largest file, then
     # the row indexed first.
     best = max(sorted(component), key=quality)
-    d = distances(vectors[[best]], vectors[component], spec.metric)[0]
+    d = distances(vectors[best][None, :], np.stack([vectors[i] for i in component]),
+                  spec.metric)[0]
     members = []
     for i, distance in zip(component, d.tolist()):
         image, size, width, height = facts.get(pks[i], (None, None, None, None))
         # float32 rounding leaves identical vectors ~1e-7 apart.
         distance = 0.0 if i == best or distance < 1e-5 else distance
         members.append(Member(pks[i], distance, classify(spec.method, distance, i == best,
-                                                         quality(i) == quality(best)),
+                                                         quality(i) == quality(best), limits),
                               image, size, width, height))
     members.sort(key=lambda m: (m.kind != "best copy", m.distance, str(m.pk)))
     return Group(members)
 
 
-def classify(method: str, distance: float, is_best: bool = False, same_size: bool = True) -> str:
-    """What a member is to its group's best copy, judged by distance alone."""
+def classify(method: str, distance: float, is_best: bool = False, same_size: bool = True,
+             limits: Optional[tuple] = None) -> str:
+    """What a member is to its group's best copy, judged by distance alone. limits:
+    (exact_distance, copy_threshold) of the method, when the caller has them already."""
     if is_best:
         return "best copy"
-    if distance <= exact_distance(method) + 1e-6 and same_size:
+    exact, copy = limits or (exact_distance(method), copy_threshold(method))
+    if distance <= exact + 1e-6 and same_size:
         return "exact copy"
-    if distance <= copy_threshold(method) + 1e-6:
+    if distance <= copy + 1e-6:
         return "edited copy"
     return "similar shot"
 

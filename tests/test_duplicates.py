@@ -22,6 +22,59 @@ def test_connected_groups_joins_chains_and_drops_singletons():
     assert sorted(map(sorted, groups)) == [[0, 1, 2], [4, 5]]
 
 
+def test_connected_groups_takes_an_edge_array_and_matches_a_plain_union_find():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(1, 80))
+        edges = rng.integers(0, n, size=(int(rng.integers(0, 120)), 2))
+        parent = list(range(n))
+
+        def find(x):
+            while parent[x] != x:
+                x = parent[x]
+            return x
+
+        for a, b in edges.tolist():
+            ra, rb = find(a), find(b)
+            parent[max(ra, rb)] = min(ra, rb)
+        expected = {}
+        for i in range(n):
+            expected.setdefault(find(i), []).append(i)
+        expected = [g for g in expected.values() if len(g) > 1]
+        assert connected_groups(n, edges) == expected
+        assert connected_groups(n, [tuple(e) for e in edges.tolist()]) == expected
+
+
+def test_a_large_index_groups_through_its_graph_without_reading_every_vector(tmp_path,
+                                                                             monkeypatch):
+    from datasette_imgsim.store import ItemResult, ann
+    from datasette_imgsim.store.vec0 import Vec0Backend
+
+    monkeypatch.setattr(ann, "MIN_ROWS", 50)  # a graph for 1,200 rows
+    rng = np.random.default_rng(0)
+    centres = rng.random((120, 64)).astype(np.float32)
+    vectors = np.repeat(centres, 10, axis=0) + 0.02 * rng.random((1200, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = Store(connect(str(tmp_path / "big.db")))
+    spec, _ = store.create_index("photos", "path", "id", None, "cnn", "cosine", 64, "float")
+    with store.conn:
+        store.write(spec, [ItemResult(i + 1, "f", v) for i, v in enumerate(vectors)])
+    exact = find_duplicates(store, spec, 0.01, describe=False)
+    assert len(exact.groups) == 120
+    store.refresh_ann(spec, save=True)
+    spec = store.index("photos", "cnn")  # with the graph's parameters
+
+    def whole_matrix(*args):
+        raise AssertionError("the whole vector matrix was read")
+
+    monkeypatch.setattr(Vec0Backend, "vectors", whole_matrix)
+    through_graph = find_duplicates(store, spec, 0.01, describe=False, exact_limit=100)
+    assert [[m.pk for m in g.members] for g in through_graph.groups] == \
+        [[m.pk for m in g.members] for g in exact.groups]
+    assert [m.distance for g in through_graph.groups for m in g.members] == pytest.approx(
+        [m.distance for g in exact.groups for m in g.members], abs=1e-5)
+
+
 def test_distances_match_sqlite_vec_conventions():
     a = np.array([[1, 0], [0, 2]], np.float32)
     assert np.allclose(distances(prepared(a, "cosine"), prepared(a, "cosine"), "cosine"),

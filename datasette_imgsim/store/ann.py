@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from . import ann_graph
+from . import ann_graph, ann_links
 from .ann_graph import (EF_CONSTRUCTION, EF_SEARCH, EF_SEARCH_UNCLUSTERED, M, Graph,  # noqa: F401
                         build, eligible, folder, new_params, saved_files)
 from .ann_log import (Delta, create_log, database_file, drop_log, log_bounds, prune,  # noqa: F401
@@ -162,6 +162,33 @@ def graph_for_query(conn, spec):
     if delta.changed > DELTA_CATCHUP:
         refresh_in_background(conn, spec, save=False)
     return GraphView(graph, delta)
+
+
+def linked_pairs(conn, spec, bound: float, k: int):
+    """(item ids a, b, distances) of rows within bound that the graph links directly
+    (ann_links.py: enough to join every group the bound joins), each pair once or
+    twice; the rows changed since the saved file by a search for their k nearest.
+    None when no saved graph serves (the caller searches every row instead)."""
+    found = ann_links.saved_pairs(conn, spec, bound)
+    if found is None:
+        return None
+    a, b, d, ids, vectors = found
+    if not len(ids):
+        return a, b, d
+    graph = graph_for_query(conn, spec)
+    if graph is None:
+        return None
+    with graph.lock:
+        index = graph.index  # a GraphView applies its delta first
+        wanted = min(k + 1, graph.live)
+        index.set_ef(max(NEIGHBOURS_EF, wanted))
+        labels, near = index.knn_query(vectors, k=wanted, num_threads=-1)
+    if spec.metric == "l2":
+        near = np.sqrt(np.maximum(near, 0))
+    within = (near <= bound + 1e-6) & (labels.astype(np.int64) != ids[:, None])
+    rows, cols = np.nonzero(within)
+    return (np.concatenate([a, ids[rows]]), np.concatenate([b, labels[rows, cols].astype(np.int64)]),
+            np.concatenate([d, near[rows, cols]]))
 
 
 def _delta(conn, spec, key, base: int, generation: int) -> Delta:

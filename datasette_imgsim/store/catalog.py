@@ -275,6 +275,24 @@ class Store:
             raise NotFound(f"no vector stored for item {item_id}")
         return vector
 
+    def vectors_of(self, spec: IndexSpec, pks: list) -> np.ndarray:
+        """The stored vectors of these indexed keys (as stored: what neighbours() and
+        load_vectors() return), one row each in their order; NotFound for a key
+        without one."""
+        ids = {}
+        for start in range(0, len(pks), 50_000):
+            chunk = json.dumps(pks[start:start + 50_000], default=str)
+            ids.update(self.conn.execute(
+                "select pk, item_id from _imgsim_items where index_id = ? and error is null "
+                "and pk in (select value from json_each(?))", (spec.id, chunk)))
+        width = spec.dims // 8 if spec.element_type == "bit" else spec.dims
+        out = np.empty((len(pks), width), dtype=spec.dtype)
+        for n, pk in enumerate(pks):
+            if pk not in ids:
+                raise NotFound(f"row {pk!r} of {spec.table!r} is not indexed")
+            out[n] = self.vector(spec, ids[pk])
+        return out
+
     def _pks(self, item_ids) -> dict[int, Any]:
         return dict(self.conn.execute(
             "select item_id, pk from _imgsim_items where item_id in (select value from json_each(?))",
@@ -327,6 +345,29 @@ class Store:
         position = np.where(valid, position, -1)[keep]
         dist = np.where(valid, dist, np.inf)[keep].astype(np.float32)
         return [pks[int(i)] for i in kept_ids.tolist()], position, dist
+
+    def linked_pairs(self, spec: IndexSpec, bound: float, k: int):
+        """For grouping only: (pks (n,), pairs (m, 2) of positions into pks, distances
+        (m,)) of indexed rows within bound that the index's saved HNSW graph links
+        directly. Their connected groups are those of every pair within bound, found
+        at ~32 distances a row instead of a search per row; None when the backend has
+        no such graph (then neighbours())."""
+        found = self.backend.linked_pairs(spec, bound, k) \
+            if hasattr(self.backend, "linked_pairs") else None
+        if found is None:
+            return None
+        a, b, dist = found
+        rows = self.conn.execute(
+            "select item_id, pk from _imgsim_items where index_id = ? and error is null "
+            "order by item_id", (spec.id,)).fetchall()
+        item_ids = np.fromiter((i for i, _ in rows), dtype=np.int64, count=len(rows))
+        ends = []
+        for side in (a, b):
+            at = np.minimum(np.searchsorted(item_ids, side), max(len(item_ids) - 1, 0))
+            ends.append((at, item_ids[at] == side if len(item_ids) else np.zeros(len(side), bool)))
+        valid = ends[0][1] & ends[1][1] & (ends[0][0] != ends[1][0])
+        pairs = np.stack([ends[0][0][valid], ends[1][0][valid]], 1)
+        return [pk for _, pk in rows], pairs, np.asarray(dist, np.float64)[valid]
 
     def graph_ready(self, spec: IndexSpec) -> bool:
         """Whether neighbours() would answer through a current HNSW graph (loading the

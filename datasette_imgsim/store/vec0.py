@@ -260,9 +260,33 @@ class Vec0Backend:
         -1 / inf where an index has fewer than k + 1 rows. Through the HNSW graph when
         there is an up-to-date one (queried in batches on every core; distances are the
         graph's, within 1e-6 of exact), else exactly in numpy blocks."""
+        graph = None if exact else ann.graph_for_query(self.conn, spec)
+        if graph is not None:
+            # Queries read a chunk at a time, in one snapshot with the ids: no matrix of
+            # the whole index is held (5 GB at 1M cnn rows).
+            table = quote_identifier(spec.vec_table)
+            self.conn.execute("begin")
+            try:
+                ids = np.fromiter((i for (i,) in self.conn.execute(
+                    f"select rowid from {table} order by rowid")), dtype=np.int64)
+                rows = self.conn.execute(f"select rowid, embedding from {table} order by rowid")
+                chunks = iter(lambda: rows.fetchmany(batch), [])
+                return graph_neighbours(spec, ids, (
+                    np.frombuffer(b"".join(blob for _, blob in chunk), dtype=np.float32
+                                  ).reshape(len(chunk), spec.dims) for chunk in chunks),
+                    graph, k)
+            finally:
+                self.conn.execute("rollback")
         ids, matrix = self.vectors(spec)
-        return neighbours_of(spec, ids, matrix, k, None if exact else ann.graph_for_query(self.conn, spec),
-                             batch)
+        return neighbours_of(spec, ids, matrix, k, batch=batch)
+
+    def linked_pairs(self, spec: IndexSpec, bound: float, k: int):
+        """(item ids a, b, distances) of rows within bound linked in the index's saved
+        HNSW graph, which join the same groups as all pairs within bound (ann.linked_pairs);
+        None without a graph that serves."""
+        if not spec.params.get("ann") or not ann.eligible(spec):
+            return None
+        return ann.linked_pairs(self.conn, spec, bound, k)
 
     def vector(self, spec: IndexSpec, item_id: int) -> Optional[np.ndarray]:
         row = self.conn.execute(
@@ -284,7 +308,41 @@ class Vec0Backend:
             f"select count(*) from {quote_identifier(spec.vec_table)}").fetchone()[0]
 
 
-def neighbours_of(spec: IndexSpec, ids: np.ndarray, matrix: np.ndarray, k: int, graph=None,
+def graph_neighbours(spec: IndexSpec, ids: np.ndarray, queries, graph, k: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vec0Backend.neighbours through an HNSW graph holding exactly the rows `ids`
+    (sorted): `queries` yields their vectors in that order, a batch at a time, and
+    each batch is searched for its k + 1 nearest on every core. Distances are the
+    graph's (within 1e-6 of exact); ties by item id."""
+    n = len(ids)
+    out_ids = np.full((n, k), -1, dtype=np.int64)
+    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    if n == 0 or k <= 0:
+        return ids, out_ids, out_d
+    index = graph.index  # a GraphView applies its delta first: every row is in it
+    wanted = min(k + 1, graph.live)
+    start = 0
+    for batch in queries:
+        rows = np.arange(start, start + len(batch))
+        start += len(batch)
+        with graph.lock:
+            index.set_ef(max(ann.NEIGHBOURS_EF, wanted))
+            labels, d = index.knn_query(batch, k=wanted, num_threads=-1)
+        labels = labels.astype(np.int64)
+        if spec.metric == "l2":
+            d = np.sqrt(np.maximum(d, 0))
+        cand = np.minimum(np.searchsorted(ids, labels), n - 1)
+        valid = (ids[cand] == labels) & (cand != rows[:, None])
+        d = np.where(valid, d, np.inf).astype(np.float32)
+        order = np.lexsort((labels, d), axis=-1)[:, :k]
+        got_d = np.take_along_axis(d, order, 1)
+        got = np.where(np.isfinite(got_d), np.take_along_axis(labels, order, 1), -1)
+        out_ids[rows, :order.shape[1]] = got
+        out_d[rows, :order.shape[1]] = got_d
+    return ids, out_ids, out_d
+
+
+def neighbours_of(spec: IndexSpec, ids: np.ndarray, matrix: np.ndarray, k: int,
                   batch: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The batch k-nearest-neighbour graph of (ids sorted, matrix): see
     Vec0Backend.neighbours. Distances are exact (float32, the metric's); ties by item id."""
@@ -309,25 +367,6 @@ def neighbours_of(spec: IndexSpec, ids: np.ndarray, matrix: np.ndarray, k: int, 
 
     for start in range(0, n, batch):
         rows = np.arange(start, min(start + batch, n))
-        if graph is not None:
-            # The graph's own distances (from its normalised float32 copy: within 1e-6
-            # of the exact ones), so no vector is gathered again.
-            wanted = min(k + 1, graph.live)
-            with graph.lock:
-                graph.index.set_ef(max(ann.NEIGHBOURS_EF, wanted))
-                labels, d = graph.index.knn_query(matrix[rows], k=wanted, num_threads=-1)
-            labels = labels.astype(np.int64)
-            if spec.metric == "l2":
-                d = np.sqrt(np.maximum(d, 0))
-            cand = np.minimum(np.searchsorted(ids, labels), n - 1)
-            valid = (ids[cand] == labels) & (cand != rows[:, None])
-            d = np.where(valid, d, np.inf).astype(np.float32)
-            order = np.lexsort((labels, d), axis=-1)[:, :k]
-            got_d = np.take_along_axis(d, order, 1)
-            got = np.where(np.isfinite(got_d), np.take_along_axis(labels, order, 1), -1)
-            out_ids[rows, :order.shape[1]] = got
-            out_d[rows, :order.shape[1]] = got_d
-            continue
         if dense:
             block = dense_distances(rows, slice(None)).astype(np.float32)
         else:
