@@ -4,6 +4,7 @@
     python bench/query_speed.py --sizes 10000,100000,1000000   # + 1M (~12 GB disk, ~11 GB RAM:
                                                                # vectors + the HNSW graph)
     python bench/query_speed.py --libraries          # + hnswlib, usearch, faiss beside
+    python bench/query_speed.py --sizes 1000000 --libraries hnswlib   # 1M: hnswlib only
 
 For each size it builds (once, cached under $IMGSIM_BENCH_CACHE, default
 /tmp/imgsim-bench) a photos table with a 1280-d `cnn` index and a 64-bit `phash`
@@ -156,17 +157,21 @@ async def page_client(path: Path):
     return ds
 
 
-def library_rows(X: np.ndarray, cases: list) -> list:
+def library_rows(X: np.ndarray, cases: list, only: str = "all") -> list:
     """The in-process ANN libraries of bench/ann_speed.py built on the same vectors and
     asked the same queries: cases are (pk, exact 10 of the row, held-out vector, its
-    exact 10). Rows (name, build s, p50 ms, p95 ms, recall rows, recall held-out)."""
+    exact 10); only: "all", or comma-separated parts of their names ("hnswlib").
+    Rows (name, build s, p50 ms, p95 ms, recall rows, recall held-out)."""
     from ann_speed import libraries
 
+    wanted = None if only == "all" else [part.strip() for part in only.split(",")]
     out = []
     for name, build in libraries(X):
+        if wanted and not any(part in name for part in wanted):
+            continue
         t = time.monotonic()
         search = build()
-        built = time.monotonic() - t
+        built = getattr(search, "build_seconds", time.monotonic() - t)
         times, rows, held = [], [], []
         for pk, truth, h, held_truth in cases:
             t0 = time.perf_counter()
@@ -180,7 +185,7 @@ def library_rows(X: np.ndarray, cases: list) -> list:
 
 
 def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator,
-             with_libraries: bool = False) -> dict:
+             with_libraries: str = "") -> dict:
     path = CACHE / f"query_{n}.db"
     CACHE.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
@@ -264,7 +269,7 @@ def run_size(n: int, queries: int, seeds: np.ndarray, rng: np.random.Generator,
     disk = sizes_on_disk(conn, {"cnn floats": "_imgsim_photos_cnn", "cnn bits": "_imgsim_photos_cnn_bits",
                                 "phash": "_imgsim_photos_phash", "_imgsim_items": "_imgsim_items"})
     conn.close()
-    found_libraries = library_rows(X, cases) if with_libraries else []
+    found_libraries = library_rows(X, cases, with_libraries) if with_libraries else []
     return {"n": n, "times": times, "recall": {k: float(np.mean(v)) for k, v in recalls.items()},
             "libraries": found_libraries,
             "disk": disk, "build_seconds": build_seconds, "graph_seconds": graph_seconds,
@@ -304,9 +309,10 @@ def main(argv=None):
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated index sizes")
     parser.add_argument("--queries", type=int, default=60, help="timed queries per size")
     parser.add_argument("--budget", type=float, default=1800, help="seconds; no new size starts after")
-    parser.add_argument("--libraries", action="store_true",
+    parser.add_argument("--libraries", nargs="?", const="all", default="",
                         help="also build hnswlib, usearch and faiss (bench/ann_speed.py's settings) "
-                             "on the same vectors and time the same queries (minutes per 100k)")
+                             "on the same vectors and time the same queries (minutes per 100k); "
+                             "--libraries hnswlib,faiss builds only those")
     args = parser.parse_args(argv)
     started = time.monotonic()
     seeds = real_embeddings()
@@ -320,7 +326,7 @@ def main(argv=None):
 
     print(f"\nMachine: {machine()}")
     print(f"Command: python bench/query_speed.py --sizes {args.sizes} --queries {args.queries}"
-          + (" --libraries" if args.libraries else "") + "\n")
+          + (f" --libraries {args.libraries}" if args.libraries else "") + "\n")
     rows = []
     for r in results:
         t = r["times"]
