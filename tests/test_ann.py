@@ -508,3 +508,37 @@ def test_kill_9_anywhere_leaves_correct_answers(tmp_path, seed, background):
         ann.clear_cache()
     leftovers = [p.name for p in (tmp_path / "i.db.ann").iterdir() if p.name.endswith(".tmp")]
     assert len(leftovers) <= 1  # at most the one being written when killed
+
+
+def test_builds_and_batch_searches_run_on_every_core(tmp_path, monkeypatch):
+    # hnswlib reads num_threads=-1 as the index's own default, which a Graph sets to 1
+    # for single queries: the graph must be told the number of cores itself.
+    import hnswlib
+
+    from datasette_imgsim.store import ann_graph
+
+    asked = []
+
+    class Recording(hnswlib.Index):
+        def add_items(self, *args, num_threads=-1, **kwargs):
+            asked.append(("add", num_threads))
+            return super().add_items(*args, num_threads=num_threads, **kwargs)
+
+        def knn_query(self, *args, num_threads=-1, **kwargs):
+            if len(np.atleast_2d(args[0])) > 1:
+                asked.append(("batch search", num_threads))
+            return super().knn_query(*args, num_threads=num_threads, **kwargs)
+
+    monkeypatch.setattr(ann_graph.hnswlib, "Index", Recording)
+    from datasette_imgsim.store import vec0
+
+    def three_cores(threads=-1):
+        return 3 if threads <= 0 else threads
+
+    monkeypatch.setattr(ann_graph, "cores", three_cores)
+    monkeypatch.setattr(vec0, "cores", three_cores)
+    store, spec, _ = make_store(tmp_path / "i.db")
+    store.refresh_ann(spec, save=True)
+    store.neighbours(store.index("photos", "cnn"), 5)
+    assert ("add", 3) in asked and ("batch search", 3) in asked
+    assert all(threads > 0 for _, threads in asked)

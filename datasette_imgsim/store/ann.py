@@ -182,7 +182,7 @@ def linked_pairs(conn, spec, bound: float, k: int):
         index = graph.index  # a GraphView applies its delta first
         wanted = min(k + 1, graph.live)
         index.set_ef(max(NEIGHBOURS_EF, wanted))
-        labels, near = index.knn_query(vectors, k=wanted, num_threads=-1)
+        labels, near = index.knn_query(vectors, k=wanted, num_threads=ann_graph.cores())
     if spec.metric == "l2":
         near = np.sqrt(np.maximum(near, 0))
     within = (near <= bound + 1e-6) & (labels.astype(np.int64) != ids[:, None])

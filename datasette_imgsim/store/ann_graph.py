@@ -78,6 +78,18 @@ def remove_files(directory: Path, spec, older_than: Optional[int] = None) -> Non
                 pass
 
 
+def cores(threads: int = -1) -> int:
+    """threads, or for threads <= 0 the cores this process may run on. hnswlib reads -1
+    as the index's own default, which Graph sets to 1 for single queries: a build or a
+    batch search passed -1 ran on one core."""
+    if threads > 0:
+        return threads
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Graph:
     """An hnswlib graph of one index and the generation it reflects. Searches and
     changes take turns on `lock`."""
@@ -111,6 +123,7 @@ class Graph:
         return self.index.element_count - self.deleted
 
     def add(self, item_ids: np.ndarray, vectors: np.ndarray, threads: int = 1) -> None:
+        """threads <= 0: every core (cores())."""
         if not len(item_ids):
             return
         if self.deleted:
@@ -118,7 +131,7 @@ class Graph:
         needed = self.index.element_count + len(item_ids)
         if needed > self.index.max_elements:
             self.index.resize_index(max(needed, int(self.index.max_elements * 1.5)))
-        self.index.add_items(vectors, item_ids, num_threads=threads)
+        self.index.add_items(vectors, item_ids, num_threads=cores(threads))
 
     def _count_returning(self, item_ids: np.ndarray) -> None:
         """Item ids removed from the graph that come back (SQLite reuses the largest

@@ -12,6 +12,7 @@ from typing import Collection, Optional, Sequence
 import numpy as np
 
 from . import ann, quantize
+from .ann_graph import cores
 from .connection import quote_identifier
 from .schema import IndexSpec, free_name
 
@@ -327,7 +328,7 @@ def graph_neighbours(spec: IndexSpec, ids: np.ndarray, queries, graph, k: int
         start += len(batch)
         with graph.lock:
             index.set_ef(max(ann.NEIGHBOURS_EF, wanted))
-            labels, d = index.knn_query(batch, k=wanted, num_threads=-1)
+            labels, d = index.knn_query(batch, k=wanted, num_threads=cores())
         labels = labels.astype(np.int64)
         if spec.metric == "l2":
             d = np.sqrt(np.maximum(d, 0))
