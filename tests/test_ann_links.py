@@ -138,7 +138,7 @@ def test_rows_changed_since_the_file_was_saved_are_searched(tmp_path):
         store.write(spec, [ItemResult(1001 + i, "f", v) for i, v in enumerate(new)])
         store.write(spec, [ItemResult(20, "f", vectors[499])])
         store.delete(spec, [40])
-    assert ann_links.saved_pairs(store.conn, spec, 0.02)[3].tolist()  # some rows to search
+    assert ann_links.saved_pairs(store.conn, spec, 0.02).changed_ids.tolist()  # to search
     current = np.concatenate([vectors, np.stack(new)])
     current[19] = vectors[499]
     pks = [pk for pk in range(1, 1005) if pk != 40]

@@ -167,28 +167,32 @@ def graph_for_query(conn, spec):
 def linked_pairs(conn, spec, bound: float, k: int):
     """(item ids a, b, distances) of rows within bound that the graph links directly
     (ann_links.py: enough to join every group the bound joins), each pair once or
-    twice; the rows changed since the saved file by a search for their k nearest.
+    twice; the rows changed since the saved file, and those the file links poorly, by a
+    search for their few nearest (at most k: ann_links.SEARCH_NEAREST, at SEARCH_EF).
     None when no saved graph serves (the caller searches every row instead)."""
     found = ann_links.saved_pairs(conn, spec, bound)
     if found is None:
         return None
-    a, b, d, ids, vectors = found
-    if not len(ids):
-        return a, b, d
+    a, b, d = [found.a], [found.b], [found.distances]
+    if not found.searches:
+        return found.a, found.b, found.distances
     graph = graph_for_query(conn, spec)
     if graph is None:
         return None
-    with graph.lock:
-        index = graph.index  # a GraphView applies its delta first
-        wanted = min(k + 1, graph.live)
-        index.set_ef(max(NEIGHBOURS_EF, wanted))
-        labels, near = index.knn_query(vectors, k=wanted, num_threads=ann_graph.cores())
-    if spec.metric == "l2":
-        near = np.sqrt(np.maximum(near, 0))
-    within = (near <= bound + 1e-6) & (labels.astype(np.int64) != ids[:, None])
-    rows, cols = np.nonzero(within)
-    return (np.concatenate([a, ids[rows]]), np.concatenate([b, labels[rows, cols].astype(np.int64)]),
-            np.concatenate([d, near[rows, cols]]))
+    for ids, vectors in found.to_search():
+        with graph.lock:  # a batch at a time: queries of other requests go between
+            index = graph.index  # a GraphView applies its delta first
+            wanted = min(min(k, ann_links.SEARCH_NEAREST) + 1, graph.live)
+            index.set_ef(max(ann_links.SEARCH_EF, wanted))
+            labels, near = index.knn_query(vectors, k=wanted, num_threads=ann_graph.cores())
+        labels = labels.astype(np.int64)
+        if spec.metric == "l2":
+            near = np.sqrt(np.maximum(near, 0))
+        rows, cols = np.nonzero((near <= bound + 1e-6) & (labels != ids[:, None]))
+        a.append(ids[rows])
+        b.append(labels[rows, cols])
+        d.append(near[rows, cols])
+    return np.concatenate(a), np.concatenate(b), np.concatenate(d)
 
 
 def _delta(conn, spec, key, base: int, generation: int) -> Delta:

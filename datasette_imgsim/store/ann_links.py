@@ -35,6 +35,13 @@ HEADER = struct.Struct("<QQQQQQiIQQQdQ")
 # 0.9985 of the exact pairs together, and searching the 8 % of rows with at most one
 # link 0.9999, as much as searching every row, in a third of that time.
 WEAK_LINKS = 2
+# Those rows are searched for their few nearest only, at a low search ef: joining a
+# row to its group takes one link within the bound. On 1M rows of which nearly all are
+# unique (bench/duplicates_speed.py -n 1000000), 967k rows have too few short links:
+# their search at k 2, ef 8 took 94 s and kept 0.9976 of the planted pairs within the
+# bound together (links alone 0.9967), at k 20, ef 32 240-300 s and 0.9983.
+SEARCH_NEAREST = 2
+SEARCH_EF = 8
 # Base-layer records per block of distance work: 1024 x 32 gathered 1280-d vectors
 # are 168 MB.
 BLOCK = 1024
@@ -125,12 +132,39 @@ def _distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     return np.sqrt(np.maximum(np.einsum("ij,ij->i", a - b, a - b), 0.0))
 
 
-def saved_pairs(conn, spec, bound: float):
-    """From the newest saved graph the log can bring forward: (item ids a, b, distances)
-    of its base-layer links within bound among rows unchanged since it was saved, and
-    (item ids, vectors) of the rows the caller should search for their near rows
-    instead: those changed since (still stored) and those with fewer than WEAK_LINKS
-    links within bound. None when no saved file serves."""
+@dataclass
+class SavedPairs:
+    """What a saved graph gives for grouping within a bound: its base-layer links within
+    the bound among rows unchanged since it was saved (item ids a, b, distances), and
+    the rows to search for their near rows instead, a batch at a time (to_search):
+    those changed since (their stored vectors), then those with fewer than WEAK_LINKS
+    links within the bound (their vectors read from the file as they are searched: at
+    1M mostly unique rows that is 5 GB that need not be held at once)."""
+    a: np.ndarray
+    b: np.ndarray
+    distances: np.ndarray
+    changed_ids: np.ndarray
+    changed_vectors: np.ndarray
+    layer: BaseLayer
+    weak: np.ndarray  # base-layer entries
+
+    @property
+    def searches(self) -> int:
+        return len(self.changed_ids) + len(self.weak)
+
+    def to_search(self, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(item ids, float32 vectors) of the rows to search, `batch` at a time."""
+        for start in range(0, len(self.changed_ids), batch):
+            yield (self.changed_ids[start:start + batch],
+                   self.changed_vectors[start:start + batch])
+        for start in range(0, len(self.weak), batch):
+            entries = self.weak[start:start + batch]
+            yield self.layer.labels[entries], np.asarray(self.layer.vectors[entries])
+
+
+def saved_pairs(conn, spec, bound: float) -> Optional[SavedPairs]:
+    """From the newest saved graph the log can bring forward: its links within bound and
+    the rows to search besides (SavedPairs). None when no saved file serves."""
     from .ann_graph import folder, saved_files
     from .ann_log import changed_ids, database_file, log_bounds, read_rows, row_count
 
@@ -158,9 +192,8 @@ def saved_pairs(conn, spec, bound: float):
     parts = list(short_links(layer, spec.metric, bound, changed))
     a, b, d = (np.concatenate(p) for p in zip(*parts)) if parts else \
         (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
-    weak = _weakly_linked(layer, a, b, changed)
-    return (a, b, d, np.concatenate([ids, layer.labels[weak]]),
-            np.concatenate([vectors, np.asarray(layer.vectors[weak])]))
+    return SavedPairs(a, b, d, np.asarray(ids, np.int64), vectors, layer,
+                      _weakly_linked(layer, a, b, changed))
 
 
 def _weakly_linked(layer: BaseLayer, a: np.ndarray, b: np.ndarray, changed: np.ndarray
