@@ -539,6 +539,11 @@ def test_builds_and_batch_searches_run_on_every_core(tmp_path, monkeypatch):
     monkeypatch.setattr(vec0, "cores", three_cores)
     store, spec, _ = make_store(tmp_path / "i.db")
     store.refresh_ann(spec, save=True)
+    # A small build stays on one thread: parallel insertion gives a different graph
+    # each time.
+    assert asked == [("add", 1)]
+    monkeypatch.setattr(ann_graph, "PARALLEL_ADD", 100)
+    store.refresh_ann(spec, rebuild=True)
     store.neighbours(store.index("photos", "cnn"), 5)
     assert ("add", 3) in asked and ("batch search", 3) in asked
     assert all(threads > 0 for _, threads in asked)

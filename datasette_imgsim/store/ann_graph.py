@@ -37,6 +37,10 @@ SPACES = {"cosine": "cosine", "l2": "l2"}
 SUFFIX = ".hnsw"
 # Rows read from vec0 (and added to the graph on every core) per step of a build.
 BUILD_CHUNK = 20000
+# Rows added at once from which the graph is built on every core. hnswlib's parallel
+# insertion makes a different graph each time; below this a build stays on one thread
+# and comes out the same every time (a few seconds), and so do the answers.
+PARALLEL_ADD = BUILD_CHUNK
 
 
 def eligible(spec) -> bool:
@@ -123,7 +127,7 @@ class Graph:
         return self.index.element_count - self.deleted
 
     def add(self, item_ids: np.ndarray, vectors: np.ndarray, threads: int = 1) -> None:
-        """threads <= 0: every core (cores())."""
+        """threads <= 0: every core (cores()) for PARALLEL_ADD rows or more, else one."""
         if not len(item_ids):
             return
         if self.deleted:
@@ -131,6 +135,8 @@ class Graph:
         needed = self.index.element_count + len(item_ids)
         if needed > self.index.max_elements:
             self.index.resize_index(max(needed, int(self.index.max_elements * 1.5)))
+        if threads <= 0 and len(item_ids) < PARALLEL_ADD:
+            threads = 1
         self.index.add_items(vectors, item_ids, num_threads=cores(threads))
 
     def _count_returning(self, item_ids: np.ndarray) -> None:
