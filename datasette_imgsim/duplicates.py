@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .candidates import near_pairs
 from .images import image_size, resolve_path
 from .source import image_value
 from .errors import DuplicatesError, ImageError, NotFound
@@ -150,8 +151,6 @@ def find_duplicates(store: Store, spec: IndexSpec, threshold: Any = None,
     threshold = parse_threshold(threshold, spec.method)
     if k < 1:
         raise DuplicatesError("neighbours must be at least 1")
-    from .candidates import near_pairs
-
     pks, pairs, _ = near_pairs(store, spec, threshold, k, exact_limit, groups_only=True)
     components = connected_groups(len(pks), pairs)
     limits = (exact_distance(spec.method), copy_threshold(spec.method))

@@ -530,13 +530,10 @@ def test_builds_and_batch_searches_run_on_every_core(tmp_path, monkeypatch):
             return super().knn_query(*args, num_threads=num_threads, **kwargs)
 
     monkeypatch.setattr(ann_graph.hnswlib, "Index", Recording)
-    from datasette_imgsim.store import vec0
-
     def three_cores(threads=-1):
         return 3 if threads <= 0 else threads
 
     monkeypatch.setattr(ann_graph, "cores", three_cores)
-    monkeypatch.setattr(vec0, "cores", three_cores)
     store, spec, _ = make_store(tmp_path / "i.db")
     store.refresh_ann(spec, save=True)
     # A small build stays on one thread: parallel insertion gives a different graph

@@ -164,6 +164,19 @@ def graph_for_query(conn, spec):
     return GraphView(graph, delta)
 
 
+def batch_search(graph, spec, vectors: np.ndarray, k: int, ef: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int64 (n, k), distances in the metric's units (n, k)) of each vector's k
+    nearest in a graph (or GraphView, which applies its delta first), on every core."""
+    with graph.lock:
+        index = graph.index
+        index.set_ef(max(ef, k))
+        labels, distances = index.knn_query(vectors, k=k, num_threads=ann_graph.cores())
+    if spec.metric == "l2":  # hnswlib's l2 space gives squared distances
+        distances = np.sqrt(np.maximum(distances, 0))
+    return labels.astype(np.int64), distances
+
+
 def linked_pairs(conn, spec, bound: float, k: int):
     """(item ids a, b, distances) of rows within bound that the graph links directly
     (ann_links.py: enough to join every group the bound joins), each pair once or
@@ -179,15 +192,10 @@ def linked_pairs(conn, spec, bound: float, k: int):
     graph = graph_for_query(conn, spec)
     if graph is None:
         return None
+    wanted = min(min(k, ann_links.SEARCH_NEAREST) + 1, graph.live)
     for ids, vectors in found.to_search():
-        with graph.lock:  # a batch at a time: queries of other requests go between
-            index = graph.index  # a GraphView applies its delta first
-            wanted = min(min(k, ann_links.SEARCH_NEAREST) + 1, graph.live)
-            index.set_ef(max(ann_links.SEARCH_EF, wanted))
-            labels, near = index.knn_query(vectors, k=wanted, num_threads=ann_graph.cores())
-        labels = labels.astype(np.int64)
-        if spec.metric == "l2":
-            near = np.sqrt(np.maximum(near, 0))
+        # A batch at a time: queries of other requests go between.
+        labels, near = batch_search(graph, spec, vectors, wanted, ann_links.SEARCH_EF)
         rows, cols = np.nonzero((near <= bound + 1e-6) & (labels != ids[:, None]))
         a.append(ids[rows])
         b.append(labels[rows, cols])

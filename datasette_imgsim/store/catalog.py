@@ -338,10 +338,8 @@ class Store:
         pks = self._pks(item_ids.tolist())
         keep = np.array([int(i) in pks for i in item_ids.tolist()], dtype=bool)
         kept_ids = item_ids[keep]
-        position = np.searchsorted(kept_ids, found)
-        valid = (found >= 0) & (position < len(kept_ids)) & \
-            (kept_ids[np.minimum(position, max(len(kept_ids) - 1, 0))] == found) if len(kept_ids) \
-            else np.zeros(found.shape, bool)
+        position, valid = _positions(kept_ids, found)
+        valid &= found >= 0
         position = np.where(valid, position, -1)[keep]
         dist = np.where(valid, dist, np.inf)[keep].astype(np.float32)
         return [pks[int(i)] for i in kept_ids.tolist()], position, dist
@@ -361,12 +359,9 @@ class Store:
             "select item_id, pk from _imgsim_items where index_id = ? and error is null "
             "order by item_id", (spec.id,)).fetchall()
         item_ids = np.fromiter((i for i, _ in rows), dtype=np.int64, count=len(rows))
-        ends = []
-        for side in (a, b):
-            at = np.minimum(np.searchsorted(item_ids, side), max(len(item_ids) - 1, 0))
-            ends.append((at, item_ids[at] == side if len(item_ids) else np.zeros(len(side), bool)))
-        valid = ends[0][1] & ends[1][1] & (ends[0][0] != ends[1][0])
-        pairs = np.stack([ends[0][0][valid], ends[1][0][valid]], 1)
+        (at_a, in_a), (at_b, in_b) = _positions(item_ids, a), _positions(item_ids, b)
+        valid = in_a & in_b & (at_a != at_b)
+        pairs = np.stack([at_a[valid], at_b[valid]], 1)
         return [pk for _, pk in rows], pairs, np.asarray(dist, np.float64)[valid]
 
     def graph_ready(self, spec: IndexSpec) -> bool:
@@ -438,3 +433,12 @@ class Store:
             return 0
         return self.conn.execute(
             "select count(*) from _imgsim_items where error is not null").fetchone()[0]
+
+
+def _positions(sorted_ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(where each wanted id is in sorted_ids, whether it is there at all)."""
+    wanted = np.asarray(wanted)
+    if not len(sorted_ids):
+        return np.zeros(wanted.shape, np.int64), np.zeros(wanted.shape, bool)
+    at = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+    return at, sorted_ids[at] == wanted

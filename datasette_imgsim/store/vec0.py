@@ -12,7 +12,6 @@ from typing import Collection, Optional, Sequence
 import numpy as np
 
 from . import ann, quantize
-from .ann_graph import cores
 from .connection import quote_identifier
 from .schema import IndexSpec, free_name
 
@@ -320,18 +319,12 @@ def graph_neighbours(spec: IndexSpec, ids: np.ndarray, queries, graph, k: int
     out_d = np.full((n, k), np.inf, dtype=np.float32)
     if n == 0 or k <= 0:
         return ids, out_ids, out_d
-    index = graph.index  # a GraphView applies its delta first: every row is in it
     wanted = min(k + 1, graph.live)
     start = 0
     for batch in queries:
         rows = np.arange(start, start + len(batch))
         start += len(batch)
-        with graph.lock:
-            index.set_ef(max(ann.NEIGHBOURS_EF, wanted))
-            labels, d = index.knn_query(batch, k=wanted, num_threads=cores())
-        labels = labels.astype(np.int64)
-        if spec.metric == "l2":
-            d = np.sqrt(np.maximum(d, 0))
+        labels, d = ann.batch_search(graph, spec, batch, wanted, ann.NEIGHBOURS_EF)
         cand = np.minimum(np.searchsorted(ids, labels), n - 1)
         valid = (ids[cand] == labels) & (cand != rows[:, None])
         d = np.where(valid, d, np.inf).astype(np.float32)
